@@ -1,0 +1,87 @@
+"""Redis: the cached top-N lists that ``GET /recommend`` serves, and decayed item popularity.
+
+Keys are namespaced under the configured prefix and built only from validated ids:
+``{prefix}:rec:{user_id}`` holds a JSON list entry, ``{prefix}:popular`` a sorted set of
+``log2`` decayed weights (see ``ranker.decayed_log_score``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, TypedDict
+
+from redis.asyncio import Redis
+
+from app.ranker import Scored
+
+# Adds log2-domain scores to the sorted set: score = log2(2^current + 2^added), atomically.
+_LOG_ADD_SCRIPT = """
+local ln2 = math.log(2)
+for i = 1, #ARGV, 2 do
+  local item = ARGV[i]
+  local added = tonumber(ARGV[i + 1])
+  local current = redis.call('ZSCORE', KEYS[1], item)
+  if current then
+    local c = tonumber(current)
+    local high, low = math.max(c, added), math.min(c, added)
+    added = high + math.log(1 + 2 ^ (low - high)) / ln2
+  end
+  redis.call('ZADD', KEYS[1], added, item)
+end
+return #ARGV / 2
+"""
+
+
+class CachedList(TypedDict):
+    items: list[tuple[str, float]]
+    source: str
+    model_version: str | None
+    updated_at: float
+
+
+class RecommendationStore:
+    """Reads and writes the Redis side of the product."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl = ttl
+        self._log_add = redis.register_script(_LOG_ADD_SCRIPT)
+
+    def list_key(self, user_id: str) -> str:
+        return f"{self.prefix}:rec:{user_id}"
+
+    @property
+    def popular_key(self) -> str:
+        return f"{self.prefix}:popular"
+
+    async def put_lists(self, lists: Mapping[str, CachedList]) -> None:
+        """Write many users' lists in one round trip."""
+        if not lists:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id, entry in lists.items():
+                pipe.set(self.list_key(user_id), json.dumps(entry), ex=self.ttl)
+            await pipe.execute()
+
+    async def get_list(self, user_id: str) -> CachedList | None:
+        raw = await self.redis.get(self.list_key(user_id))
+        return None if raw is None else json.loads(raw)
+
+    async def add_popularity(self, log_scores: Mapping[str, float]) -> None:
+        """Add each item's log2 decayed weight to its running total."""
+        if not log_scores:
+            return
+        args: list[Any] = []
+        for item_id, score in log_scores.items():
+            args += [item_id, repr(score)]
+        await self._log_add(keys=[self.popular_key], args=args)
+
+    async def popular(self, n: int) -> Scored:
+        """The n items with the highest decayed weight, as (item id, log2 score)."""
+        ranked = await self.redis.zrevrange(self.popular_key, 0, n - 1, withscores=True)
+        return [(item.decode(), float(score)) for item, score in ranked]
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())

@@ -1,0 +1,50 @@
+"""Command-line tools beside ``worker``: ``create-topics`` and ``feed``."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from itertools import islice
+
+import aiohttp
+from faust.cli import AppCommand, argument, option
+
+from app import agents, web  # noqa: F401 - registers the agents, timers and views
+from app.faust_app import app, settings
+from app.topics import ALL_TOPICS
+
+
+@app.command()
+async def create_topics(self: AppCommand) -> None:
+    """Create user-actions and its dead-letter topic with the configured partitions."""
+    await self.app.producer.maybe_start()
+    for topic in ALL_TOPICS:
+        await topic.maybe_declare()
+        self.say(f"topic {topic.get_topic_name()}: {settings.partitions} partitions")
+    await self.app.producer.stop()
+
+
+def read_events(path: str) -> Iterator[dict[str, str]]:
+    """Rows of an events CSV (``user_id,item_id,action,timestamp``; extra columns ignored)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            yield {field: row[field] for field in ("user_id", "item_id", "action", "timestamp")}
+
+
+@app.command(
+    argument("path"),
+    option("--url", default=f"http://{settings.web_host}:{settings.web_port}", show_default=True),
+    option("--batch", default=500, show_default=True, help="events per request"),
+)
+async def feed(self: AppCommand, path: str, url: str, batch: int) -> None:
+    """Post the events of a CSV file to a running worker's POST /events."""
+    events = read_events(path)
+    sent = 0
+    async with aiohttp.ClientSession() as session:
+        while chunk := list(islice(events, batch)):
+            async with session.post(f"{url}/events", json={"events": chunk}) as response:
+                body = await response.json()
+                if response.status != 202:
+                    raise SystemExit(f"feed stopped after {sent} events: {response.status} {body}")
+            sent += len(chunk)
+    self.say(f"fed {sent} events from {path} to {url}")

@@ -1,0 +1,138 @@
+"""Validation of incoming events, shared by ``POST /events`` and messages read from Kafka.
+
+Both paths accept the same JSON object, so an event produced straight to ``user-actions`` by
+any Kafka client is judged exactly like one that came over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from app.models import UserAction
+from app.settings import Settings
+
+EARLIEST_TIMESTAMP = 946_684_800.0  # 2000-01-01T00:00:00Z: older stamps are taken as mistakes
+MAX_ACTION_LENGTH = 64
+_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Cn"}  # control, surrogate, unassigned code points
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be accepted; names the event index (in a batch), field and problem."""
+
+    def __init__(self, field: str, problem: str, index: int | None = None) -> None:
+        super().__init__(problem)
+        self.field = field
+        self.problem = problem
+        self.index = index
+
+    def at(self, index: int) -> InvalidEvent:
+        """The same problem, located at an index of a batch."""
+        return InvalidEvent(self.field, self.problem, index)
+
+    def as_dict(self) -> dict[str, Any]:
+        located = {} if self.index is None else {"index": self.index}
+        return {**located, "field": self.field, "problem": self.problem}
+
+    def __str__(self) -> str:
+        where = "" if self.index is None else f"event {self.index}: "
+        return f"{where}{self.field}: {self.problem}"
+
+
+def identifier(value: Any, field: str, max_length: int) -> str:
+    """A user, item or action id: a non-empty string of printable characters, bounded length."""
+    if value is None:
+        raise InvalidEvent(field, "is required")
+    if not isinstance(value, str):
+        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidEvent(field, "must not be empty")
+    if len(value) > max_length:
+        raise InvalidEvent(field, f"is {len(value)} characters long, the maximum is {max_length}")
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidEvent(
+                field, f"has a control or invalid character U+{ord(char):04X} at {position}"
+            )
+    return value
+
+
+def _timestamp(value: Any, now: float, max_future_skew: float) -> float:
+    if value is None:
+        return now
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidEvent(
+            "timestamp", "must be unix seconds or an ISO-8601 string, got " + type(value).__name__
+        )
+    if isinstance(value, str):
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(value)
+            except ValueError:
+                raise InvalidEvent(
+                    "timestamp", f"is not ISO-8601 or unix seconds: {value[:40]!r}"
+                ) from None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            seconds = moment.timestamp()
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds < EARLIEST_TIMESTAMP:
+        raise InvalidEvent("timestamp", "is before 2000-01-01")
+    if seconds > now + max_future_skew:
+        raise InvalidEvent("timestamp", f"is more than {max_future_skew:.0f} s in the future")
+    return seconds
+
+
+def parse_event(event: Any, settings: Settings, now: float) -> UserAction:
+    """Validate one event object; raise :class:`InvalidEvent` naming the first bad field."""
+    if not isinstance(event, Mapping):
+        raise InvalidEvent("event", f"must be a JSON object, got {type(event).__name__}")
+    return UserAction(
+        user_id=identifier(event.get("user_id"), "user_id", settings.max_id_length),
+        item_id=identifier(event.get("item_id"), "item_id", settings.max_id_length),
+        action=identifier(event.get("action"), "action", MAX_ACTION_LENGTH),
+        timestamp=_timestamp(event.get("timestamp"), now, settings.max_future_skew),
+    )
+
+
+def parse_request(payload: Any, settings: Settings, now: float) -> list[UserAction]:
+    """Validate a request body: one event, or ``{"events": [...]}``; all or nothing."""
+    if isinstance(payload, Mapping) and "events" in payload:
+        events = payload["events"]
+        if not isinstance(events, list):
+            raise InvalidEvent("events", f"must be a list, got {type(events).__name__}")
+        if not events:
+            raise InvalidEvent("events", "must hold at least one event")
+        if len(events) > settings.max_events_per_request:
+            raise InvalidEvent(
+                "events",
+                f"holds {len(events)} events, the maximum per request is "
+                f"{settings.max_events_per_request}",
+            )
+    else:
+        events = [payload]
+    parsed = []
+    for index, event in enumerate(events):
+        try:
+            parsed.append(parse_event(event, settings, now))
+        except InvalidEvent as error:
+            raise error.at(index) from None
+    return parsed
+
+
+def decode_message(value: bytes | None, settings: Settings, now: float) -> UserAction:
+    """Validate the value of a Kafka message, as produced by any client."""
+    if value is None:
+        raise InvalidEvent("value", "is empty (a tombstone)")
+    try:
+        payload = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidEvent("value", f"is not JSON: {error}") from None
+    return parse_event(payload, settings, now)

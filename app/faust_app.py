@@ -1,0 +1,28 @@
+"""The Faust application, its Redis connection and the settings they are built from."""
+
+from __future__ import annotations
+
+import faust
+from redis.asyncio import Redis
+
+from app.cache import RecommendationStore
+from app.settings import Settings
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=settings.kafka_broker,
+    store=settings.store,
+    datadir=settings.data_dir,
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    topic_partitions=settings.partitions,
+    topic_allow_declare=True,
+    producer_acks=-1,
+    autodiscover=False,
+)
+
+store = RecommendationStore(
+    Redis.from_url(settings.redis_url), settings.redis_prefix, settings.cache_ttl
+)

@@ -1,0 +1,44 @@
+"""Kafka topics, created explicitly with the partition count the tables are built on."""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from app.faust_app import app, settings
+
+user_actions = app.topic(
+    settings.events_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.partitions,
+    internal=True,
+    config={"retention.ms": str(settings.events_retention_ms)},
+)
+"""Raw user actions keyed by user id (UTF-8 bytes); JSON values are validated by the agent."""
+
+dead_letters = app.topic(
+    settings.dead_letter_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.partitions,
+    internal=True,
+)
+"""Messages from ``user-actions`` that could not be processed, with the reason in a header."""
+
+ALL_TOPICS = (user_actions, dead_letters)
+
+_partitioner = DefaultPartitioner()
+
+
+def partition_for(user_key: bytes) -> int:
+    """The partition of ``user-actions``, and of the user's table state, that holds a user.
+
+    The Java client's and aiokafka's default (murmur2 of the key bytes), computed here from the
+    configured partition count, so it needs no producer metadata.
+    """
+    partitions = list(range(settings.partitions))
+    return _partitioner(user_key, partitions, partitions)
