@@ -1,0 +1,206 @@
+"""End to end on the real Kafka and Redis: HTTP or Kafka -> agents -> table -> Redis -> HTTP."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.conftest import KAFKA_BOOTSTRAP, eventually, get_json, post_json
+
+pytestmark = pytest.mark.integration
+
+FRESHNESS_LIMIT = 2.0
+
+
+def seed_history() -> list[dict]:
+    """Two taste groups: users of group a buy a-items, users of group b buy b-items."""
+    rng = random.Random(3)
+    events = []
+    for group in "ab":
+        for user in range(20):
+            for item in rng.sample(range(10), 6):
+                events.append(
+                    {
+                        "user_id": f"seed-{group}{user}",
+                        "item_id": f"{group}{item}",
+                        "action": "purchase",
+                    }
+                )
+    return events
+
+
+@pytest.fixture(scope="module")
+async def trained(worker, http):
+    """A worker whose model knows the seed history; returns a user with a personal list."""
+    status, body = await post_json(http, f"{worker.url}/events", {"events": seed_history()})
+    assert (status, body) == (202, {"accepted": 240})
+
+    async def personal():
+        _, body = await get_json(http, f"{worker.url}/recommend/seed-a0")
+        return body if body["source"] == "personal" else None
+
+    await eventually(personal, within=30, interval=0.2)
+    return "seed-a0"
+
+
+async def wait_for_change(http, url: str, before: dict, gone_item: str) -> tuple[dict, float]:
+    started = time.monotonic()
+
+    async def changed():
+        _, body = await get_json(http, url)
+        ids = [entry["item_id"] for entry in body["items"]]
+        return body if body["updated_at"] > before["updated_at"] and gone_item not in ids else None
+
+    body = await eventually(changed, within=FRESHNESS_LIMIT + 1)
+    return body, time.monotonic() - started
+
+
+async def test_an_event_posted_over_http_changes_that_users_recommendations_within_2s(
+    worker, http, trained
+):
+    url = f"{worker.url}/recommend/{trained}?n=5"
+    _, before = await get_json(http, url)
+    clicked = before["items"][0]["item_id"]
+    status, _ = await post_json(
+        http, f"{worker.url}/events", {"user_id": trained, "item_id": clicked, "action": "click"}
+    )
+    assert status == 202
+    after, elapsed = await wait_for_change(http, url, before, clicked)
+    assert elapsed < FRESHNESS_LIMIT
+    assert after["source"] == "personal"
+    assert after["model_version"] is not None
+    assert len(after["items"]) == 5
+
+
+async def test_an_event_produced_straight_to_kafka_changes_recommendations_within_2s(
+    worker, http, trained
+):
+    url = f"{worker.url}/recommend/{trained}?n=5"
+    _, before = await get_json(http, url)
+    viewed = before["items"][0]["item_id"]
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await producer.start()
+    try:
+        value = {"user_id": trained, "item_id": viewed, "action": "view"}
+        await producer.send_and_wait(worker.topic, json.dumps(value).encode(), key=trained.encode())
+    finally:
+        await producer.stop()
+    _, elapsed = await wait_for_change(http, url, before, viewed)
+    assert elapsed < FRESHNESS_LIMIT
+
+
+async def test_user_state_equals_the_sum_of_the_weights_sent(worker, http):
+    events = [
+        {"user_id": "dana", "item_id": "x1", "action": "view"},
+        {"user_id": "dana", "item_id": "x1", "action": "click"},
+        {"user_id": "dana", "item_id": "x2", "action": "purchase"},
+        {"user_id": "dana", "item_id": "x2", "action": "view"},
+        {"user_id": "dana", "item_id": "x3", "action": "share"},
+    ]
+    assert (await post_json(http, f"{worker.url}/events", {"events": events}))[0] == 202
+
+    async def all_counted():
+        status, body = await get_json(http, f"{worker.url}/users/dana")
+        return body if status == 200 and body["event_count"] == 5 else None
+
+    state = await eventually(all_counted, within=10)
+    weights = {item: entry["weight"] for item, entry in state["interactions"].items()}
+    assert weights == pytest.approx({"x1": 1.5, "x2": 2.5, "x3": 0.1})
+    assert state["interactions"]["x1"]["count"] == 2
+
+
+async def test_messages_with_a_missing_or_foreign_key_are_re_keyed_and_counted_once(worker, http):
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await producer.start()
+    try:
+        for key, item in [(None, "k1"), (b"somebody-else", "k2"), (b"carol", "k3")]:
+            value = json.dumps({"user_id": "carol", "item_id": item, "action": "click"}).encode()
+            await producer.send_and_wait(worker.topic, value, key=key)
+    finally:
+        await producer.stop()
+
+    async def all_counted():
+        status, body = await get_json(http, f"{worker.url}/users/carol")
+        return body if status == 200 and body["event_count"] >= 3 else None
+
+    state = await eventually(all_counted, within=10)
+    assert state["event_count"] == 3
+    assert {item: e["weight"] for item, e in state["interactions"].items()} == {
+        "k1": 1.0,
+        "k2": 1.0,
+        "k3": 1.0,
+    }
+
+
+async def test_an_invalid_request_gets_400_naming_the_problem_and_writes_nothing(worker, http):
+    batch = {
+        "events": [
+            {"user_id": "erin", "item_id": "y1", "action": "view"},
+            {"user_id": "erin", "item_id": "y2", "action": "view", "timestamp": "soon"},
+        ]
+    }
+    status, body = await post_json(http, f"{worker.url}/events", batch)
+    assert status == 400
+    assert body["index"] == 1 and body["field"] == "timestamp"
+    assert "ISO-8601" in body["problem"]
+
+    # A later valid event of the same user is counted alone: the refused batch wrote nothing.
+    marker = {"user_id": "erin", "item_id": "y3", "action": "click"}
+    assert (await post_json(http, f"{worker.url}/events", marker))[0] == 202
+
+    async def marker_counted():
+        status, body = await get_json(http, f"{worker.url}/users/erin")
+        return body if status == 200 else None
+
+    state = await eventually(marker_counted, within=10)
+    assert state["event_count"] == 1
+    assert set(state["interactions"]) == {"y3"}
+
+
+async def test_a_malformed_kafka_message_is_dead_lettered_and_the_stream_goes_on(worker, http):
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await producer.start()
+    try:
+        await producer.send_and_wait(worker.topic, b"{broken", key=b"fred")
+        valid = {"user_id": "fred", "item_id": "z1", "action": "purchase"}
+        await producer.send_and_wait(worker.topic, json.dumps(valid).encode(), key=b"fred")
+    finally:
+        await producer.stop()
+
+    async def counted():
+        status, body = await get_json(http, f"{worker.url}/users/fred")
+        return body if status == 200 else None
+
+    assert (await eventually(counted, within=10))["event_count"] == 1
+
+    consumer = AIOKafkaConsumer(
+        worker.dead_letter_topic, bootstrap_servers=KAFKA_BOOTSTRAP, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    letters = [record for records in batches.values() for record in records]
+    assert [record.value for record in letters] == [b"{broken"]
+    headers = dict(letters[0].headers)
+    assert b"is not JSON" in headers["x-recsys-error"]
+
+
+async def test_an_unknown_user_gets_popular_items(worker, http, trained):
+    status, body = await get_json(http, f"{worker.url}/recommend/nobody-yet?n=3")
+    assert status == 200
+    assert body["source"] == "popular"
+    assert len(body["items"]) == 3
+    scores = [entry["score"] for entry in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_health_reports_ready_with_the_current_model(worker, http, trained):
+    status, body = await get_json(http, f"{worker.url}/health")
+    assert status == 200
+    assert body["status"] == "ready" and body["model_version"] is not None

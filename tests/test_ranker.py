@@ -1,0 +1,101 @@
+"""ranker: exact fold-in, seen-item filtering, popularity arithmetic."""
+
+import math
+
+import numpy as np
+import pytest
+
+from app import ranker
+
+PARAMS = ranker.AlsParams(factors=8, regularization=0.1, alpha=4.0, iterations=10, threads=1)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, float]]:
+    rng = np.random.default_rng(7)
+    return [
+        {f"item{j}": float(rng.choice([0.5, 1.0, 2.0])) for j in rng.choice(40, 6, replace=False)}
+        for _ in range(120)
+    ]
+
+
+@pytest.fixture(scope="module")
+def model(rows: list[dict[str, float]]) -> ranker.FactorModel:
+    return ranker.fit(rows, PARAMS, "v1", 0.0)
+
+
+def closed_form_user(model: ranker.FactorModel, row: dict[str, float]) -> np.ndarray:
+    """Hu, Koren & Volinsky: x = (YtY + Yt(C - I)Y + reg I)^-1 Yt C p, with C = alpha * r."""
+    y = np.asarray(model.als.item_factors, dtype=np.float64)
+    a = y.T @ y + PARAMS.regularization * np.eye(PARAMS.factors)
+    b = np.zeros(PARAMS.factors)
+    for item_id, weight in row.items():
+        factor = y[model.item_positions[item_id]]
+        confidence = PARAMS.alpha * weight
+        a += (confidence - 1.0) * np.outer(factor, factor)
+        b += confidence * factor
+    return np.linalg.solve(a, b)
+
+
+def test_fold_in_equals_the_closed_form_least_squares_solution(model, rows):
+    folded = ranker.fold_in(model, rows[:5])
+    for index, row in enumerate(rows[:5]):
+        np.testing.assert_allclose(
+            folded[index], closed_form_user(model, row), rtol=2e-3, atol=2e-4
+        )
+
+
+def test_fold_in_of_a_new_user_reacts_to_a_new_interaction(model, rows):
+    before = ranker.fold_in(model, [rows[0]])[0]
+    grown = {**rows[0], "item39": 2.0} if "item39" not in rows[0] else {**rows[0], "item0": 2.0}
+    after = ranker.fold_in(model, [grown])[0]
+    np.testing.assert_allclose(after, closed_form_user(model, grown), rtol=2e-3, atol=2e-4)
+    assert not np.allclose(before, after)
+
+
+def test_recommend_scores_are_dot_products_of_folded_user_and_item_factors(model, rows):
+    [scored] = ranker.recommend(model, [rows[3]], n=5)
+    user = closed_form_user(model, rows[3])
+    for item_id, score in scored:
+        expected = user @ model.als.item_factors[model.item_positions[item_id]]
+        assert score == pytest.approx(expected, rel=1e-2, abs=1e-3)
+    assert [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
+
+
+def test_recommend_never_returns_items_the_user_has_seen(model, rows):
+    lists = ranker.recommend(model, rows[:20], n=len(model.item_ids))
+    for row, scored in zip(rows[:20], lists, strict=True):
+        assert scored, "every user here has known items"
+        assert not set(row) & {item_id for item_id, _ in scored}
+        assert len(scored) == len(model.item_ids) - len(row)
+
+
+def test_recommend_gives_no_personal_list_when_no_item_is_known(model):
+    assert ranker.recommend(model, [{"never-seen": 1.0}, {}], n=5) == [[], []]
+
+
+def test_fit_refuses_empty_data():
+    with pytest.raises(ValueError, match="without interactions"):
+        ranker.fit([{}], PARAMS, "v", 0.0)
+
+
+def test_log_add_is_log2_of_the_sum():
+    assert ranker.log_add(3.0, 5.0) == pytest.approx(math.log2(2**3 + 2**5))
+    assert ranker.log_add(1000.0, 1000.0) == pytest.approx(1001.0)
+
+
+def test_decayed_value_halves_every_half_life():
+    score = ranker.decayed_log_score(4.0, timestamp=1_000_000.0, half_life=100.0)
+    assert ranker.decayed_value(score, 1_000_000.0, 100.0) == pytest.approx(4.0)
+    assert ranker.decayed_value(score, 1_000_200.0, 100.0) == pytest.approx(1.0)
+
+
+def test_recent_light_interest_outranks_old_heavy_interest():
+    old = ranker.decayed_log_score(8.0, timestamp=0.0, half_life=10.0)
+    recent = ranker.decayed_log_score(1.0, timestamp=40.0, half_life=10.0)
+    assert recent > old
+
+
+def test_popular_excluding_skips_seen_items_and_keeps_order():
+    ranked = [("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0)]
+    assert ranker.popular_excluding(ranked, {"b"}, 2) == [("a", 5.0), ("c", 3.0)]

@@ -1,0 +1,47 @@
+"""Settings: action weights and environment overrides."""
+
+import pytest
+
+from app.settings import Settings, SettingsError
+
+
+def test_default_weights_are_view_half_click_one_purchase_two():
+    settings = Settings()
+    assert (settings.weight("view"), settings.weight("click"), settings.weight("purchase")) == (
+        0.5,
+        1.0,
+        2.0,
+    )
+
+
+def test_an_unknown_action_gets_the_default_weight():
+    assert Settings().weight("wishlist") == 0.1
+
+
+def test_weights_come_from_the_environment_without_code_changes():
+    settings = Settings.from_env(
+        {"RECSYS_ACTION_WEIGHTS": "view=1, purchase=5,return=-1", "RECSYS_DEFAULT_WEIGHT": "0"}
+    )
+    assert settings.weight("view") == 1.0
+    assert settings.weight("purchase") == 5.0
+    assert settings.weight("return") == -1.0
+    assert settings.weight("click") == 0.0
+
+
+def test_numeric_settings_are_parsed_by_their_type():
+    settings = Settings.from_env({"RECSYS_PARTITIONS": "4", "RECSYS_FOLD_IN_INTERVAL": "0.1"})
+    assert settings.partitions == 4
+    assert settings.fold_in_interval == 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RECSYS_PARTITIONS", "many", "RECSYS_PARTITIONS: expected int"),
+        ("RECSYS_ACTION_WEIGHTS", "view", "expected action=weight"),
+        ("RECSYS_ACTION_WEIGHTS", "view=lots", "weight of 'view' is not a number"),
+    ],
+)
+def test_an_unusable_variable_is_named_in_the_error(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value})
