@@ -1,0 +1,61 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+URL := http://127.0.0.1:$(or $(RECSYS_WEB_PORT),6066)
+export OPENBLAS_NUM_THREADS := 1
+
+.PHONY: run up down test lint format services topics feed clean-data
+
+$(BIN)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+## Kafka and Redis in the background (installed and resolved on first use)
+services:
+	scripts/services.sh start
+
+topics: $(BIN)/.installed services
+	$(BIN)/python -m app create-topics
+
+## Kafka, Redis and one worker in the background; returns once /health answers 200
+up: topics
+	scripts/worker.sh start
+
+## Stop the worker, Kafka and Redis; all data under .data/ is kept
+down:
+	scripts/worker.sh stop
+	scripts/services.sh stop
+
+feed: up
+	$(BIN)/python -m app feed data/sample-events.csv --url $(URL)
+
+## Everything running, the bundled sample fed, then the worker's log followed
+run: feed
+	@echo
+	@echo "The recommender is running on $(URL)"
+	@echo "  curl $(URL)/recommend/c15311      a customer's recommendations"
+	@echo "  curl $(URL)/users/c15311          the interactions behind them"
+	@echo "  curl $(URL)/popular               trending items"
+	@echo "  curl $(URL)/health"
+	@echo "Following the worker log (Ctrl-C stops following; 'make down' stops the services)."
+	@tail -n 5 -f .data/logs/worker-$(or $(RECSYS_WEB_PORT),6066).log
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Lint, then unit tests and integration tests against a real Kafka and Redis
+test: lint services
+	$(BIN)/pytest -q
+
+## Remove all local data (stop first with 'make down')
+clean-data:
+	rm -rf .data
