@@ -76,8 +76,9 @@ async def apply_event(event: EventT) -> None:
     if state.has_applied(message.offset, origin):
         return
     weight = settings.weight(action.action)
-    user_state[key] = state.with_action(action, weight, message.offset, origin)
-    recommender.record(action, weight)
+    state = state.with_action(action, weight, message.offset, origin)
+    user_state[key] = state
+    recommender.record(action, weight, state)
 
 
 @app.task

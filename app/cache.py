@@ -7,10 +7,10 @@ Keys are namespaced under the configured prefix and built only from validated id
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, TypedDict
 
+import orjson
 from redis.asyncio import Redis
 
 from app.ranker import Scored
@@ -40,6 +40,11 @@ class CachedList(TypedDict):
     updated_at: float
 
 
+def encode_list(entry: CachedList) -> bytes:
+    """The stored form of a list: compact JSON."""
+    return orjson.dumps(entry)
+
+
 class RecommendationStore:
     """Reads and writes the Redis side of the product."""
 
@@ -56,18 +61,18 @@ class RecommendationStore:
     def popular_key(self) -> str:
         return f"{self.prefix}:popular"
 
-    async def put_lists(self, lists: Mapping[str, CachedList]) -> None:
-        """Write many users' lists in one round trip."""
-        if not lists:
+    async def put_lists(self, encoded: Mapping[str, bytes]) -> None:
+        """Write many users' lists, already encoded by :func:`encode_list`, in one round trip."""
+        if not encoded:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id, entry in lists.items():
-                pipe.set(self.list_key(user_id), json.dumps(entry), ex=self.ttl)
+            for user_id, entry in encoded.items():
+                pipe.set(self.list_key(user_id), entry, ex=self.ttl)
             await pipe.execute()
 
     async def get_list(self, user_id: str) -> CachedList | None:
         raw = await self.redis.get(self.list_key(user_id))
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else orjson.loads(raw)
 
     async def add_popularity(self, log_scores: Mapping[str, float]) -> None:
         """Add each item's log2 decayed weight to its running total."""

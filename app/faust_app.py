@@ -20,6 +20,7 @@ app = faust.App(
     topic_partitions=settings.partitions,
     topic_allow_declare=True,
     producer_acks=-1,
+    producer_linger=0.005,
     autodiscover=False,
 )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
@@ -23,7 +24,7 @@ _FILTERED = float(np.finfo(np.float32).min)  # implicit's score for an excluded 
 class AlsParams:
     factors: int = 64
     regularization: float = 0.05
-    alpha: float = 10.0
+    alpha: float = 1.0
     iterations: int = 15
     random_seed: int = 42
     threads: int = 0  # 0: all cores
@@ -38,6 +39,11 @@ class FactorModel:
     item_ids: tuple[str, ...]
     item_positions: Mapping[str, int]
     als: AlternatingLeastSquares
+
+    @cached_property
+    def item_names(self) -> np.ndarray:
+        """Item ids as an object array, to map many positions to ids at once."""
+        return np.asarray(self.item_ids, dtype=object)
 
     def rows_matrix(self, rows: Sequence[Mapping[str, float]]) -> csr_matrix:
         """Users' rows as a CSR matrix over this model's items; unknown items are left out."""
@@ -107,12 +113,12 @@ def recommend(model: FactorModel, rows: Sequence[Mapping[str, float]], n: int) -
         recalculate_user=True,
     )
     known = np.diff(matrix.indptr) > 0
+    valid = (ids >= 0) & (scores > _FILTERED)
+    names = model.item_names[np.where(valid, ids, 0)]
     return [
-        [
-            (model.item_ids[item], float(score))
-            for item, score in zip(ids[user], scores[user], strict=True)
-            if item >= 0 and score > _FILTERED
-        ]
+        list(
+            zip(names[user][valid[user]].tolist(), scores[user][valid[user]].tolist(), strict=True)
+        )
         if known[user]
         else []
         for user in range(len(rows))

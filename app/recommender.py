@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Protocol
 
 from app import ranker
-from app.cache import CachedList, RecommendationStore
+from app.cache import CachedList, RecommendationStore, encode_list
 from app.models import UserAction, UserState
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FIT_RETRY_DELAY = 30.0
+MAX_STALE = 100_000
 
 
 class StateSource(Protocol):
@@ -51,8 +52,8 @@ class Recommender:
             threads=settings.als_threads,
         )
         self.model: ranker.FactorModel | None = None
-        self._dirty: dict[str, None] = {}
-        self._backlog: deque[str] = deque()
+        self._touched: dict[str, UserState] = {}
+        self._stale: dict[str, None] = {}
         self._popularity: dict[str, float] = {}
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
         self._trainer = ThreadPoolExecutor(1, thread_name_prefix="als-fit")
@@ -70,15 +71,25 @@ class Recommender:
     def fitting(self) -> bool:
         return self._fit_task is not None and not self._fit_task.done()
 
-    def record(self, action: UserAction, weight: float) -> None:
-        """Note an applied event: its user needs a new list, its item gains popularity."""
-        self._dirty[action.user_id] = None
+    def record(self, action: UserAction, weight: float, state: UserState) -> None:
+        """Note an applied event and the user's new state: the user needs a new list, the
+        item gains popularity. Keeping the state saves the tick a table read per user."""
+        self._touched[action.user_id] = state
         self._events_since_fit += 1
         if weight > 0:
             half_life = self.settings.popularity_half_life
             self._add_popularity(
                 action.item_id, ranker.decayed_log_score(weight, action.timestamp, half_life)
             )
+
+    def mark_stale(self, user_id: str) -> None:
+        """A served list came from an older model: re-rank it on a coming tick.
+
+        Lists are re-ranked for a new model when they are read or their user acts, not all at
+        once after a fit, so a fit costs nothing for users who are not active.
+        """
+        if len(self._stale) < MAX_STALE:
+            self._stale[user_id] = None
 
     def _add_popularity(self, item_id: str, log_score: float) -> None:
         previous = self._popularity.get(item_id)
@@ -92,18 +103,20 @@ class Recommender:
         When Redis fails midway, the popularity and users taken are put back for the next tick.
         """
         popularity, self._popularity = self._popularity, {}
-        users = list(self._dirty)
-        self._dirty.clear()
-        while self._backlog and len(users) < self.settings.refresh_batch:
-            users.append(self._backlog.popleft())
+        states, self._touched = self._touched, {}
+        for user_id in list(islice(self._stale, self.settings.refresh_batch)):
+            del self._stale[user_id]
+            if user_id not in states and (state := self.states.get(user_id)) is not None:
+                states[user_id] = state
         try:
             await self.store.add_popularity(popularity)
-            if users:
-                await self.refresh(users)
+            if states:
+                await self.refresh(states)
         except Exception:
             for item_id, score in popularity.items():
                 self._add_popularity(item_id, score)
-            self._dirty.update(dict.fromkeys(users))
+            for user_id, state in states.items():
+                self._touched.setdefault(user_id, state)
             raise
         if self._fit_due() and any(True for _ in self.states.items()):
             self.start_fit()
@@ -117,27 +130,22 @@ class Recommender:
         growth = self.settings.retrain_growth
         return growth > 0 and self._events_since_fit >= growth * max(self._events_at_fit, 1)
 
-    async def refresh(self, user_ids: Sequence[str]) -> dict[str, CachedList]:
-        """Recompute and cache the lists of users this worker holds; returns them by user."""
+    async def refresh(self, states: Mapping[str, UserState]) -> dict[str, CachedList]:
+        """Recompute and cache these users' lists from their states; returns them by user."""
         async with self._write_lock:
-            states = {user_id: self.states.get(user_id) for user_id in user_ids}
-            known = {user_id: state for user_id, state in states.items() if state is not None}
-            if not known:
-                return {}
             popular = await self.store.popular(self.settings.cache_size * 3)
-            model = self.model
-            lists = await asyncio.get_running_loop().run_in_executor(
-                self._solver, self._compute_lists, model, known, popular
+            lists, encoded = await asyncio.get_running_loop().run_in_executor(
+                self._solver, self._compute_lists, self.model, states, popular
             )
-            await self.store.put_lists(lists)
+            await self.store.put_lists(encoded)
             return lists
 
     def _compute_lists(
         self,
         model: ranker.FactorModel | None,
-        states: dict[str, UserState],
+        states: Mapping[str, UserState],
         popular: ranker.Scored,
-    ) -> dict[str, CachedList]:
+    ) -> tuple[dict[str, CachedList], dict[str, bytes]]:
         rows = [state.weights() for state in states.values()]
         personal = (
             [[]] * len(rows)
@@ -153,7 +161,7 @@ class Recommender:
                 )
             else:
                 lists[user_id] = self.popular_list(popular, row, now)
-        return lists
+        return lists, {user_id: encode_list(entry) for user_id, entry in lists.items()}
 
     def popular_list(self, popular: ranker.Scored, seen: Iterable[str], now: float) -> CachedList:
         """Popular items the user has not seen, scored by their decayed weight now."""
@@ -168,9 +176,9 @@ class Recommender:
 
     async def recommend_now(self, user_id: str) -> CachedList:
         """The miss path: compute (and cache) a held user's list; popular for unknown users."""
-        lists = await self.refresh([user_id])
-        if user_id in lists:
-            return lists[user_id]
+        state = self.states.get(user_id)
+        if state is not None:
+            return (await self.refresh({user_id: state}))[user_id]
         popular = await self.store.popular(self.settings.cache_size)
         return self.popular_list(popular, (), time.time())
 
@@ -186,31 +194,35 @@ class Recommender:
         loop = asyncio.get_running_loop()
         started = time.time()
         try:
-            model, user_ids, events = await loop.run_in_executor(self._trainer, self._fit_blocking)
+            model, users, events = await loop.run_in_executor(self._trainer, self._fit_blocking)
         except Exception:
             log.exception("full ALS fit failed; retrying in %.0f s", FIT_RETRY_DELAY)
             self._next_fit_at = time.time() + FIT_RETRY_DELAY
             return
         self.model = model
         self._events_at_fit = events
-        self._backlog = deque(user_ids)
         log.info(
             "model %s fitted on %d users x %d items in %.1f s",
             model.version,
-            len(user_ids),
+            users,
             len(model.item_ids),
             time.time() - started,
         )
 
-    def _fit_blocking(self) -> tuple[ranker.FactorModel, list[str], int]:
-        """Fit on a snapshot of every held user; returns the model, its users and event count."""
-        user_ids: list[str] = []
+    def _fit_blocking(self) -> tuple[ranker.FactorModel, int, int]:
+        """Fit on a snapshot of every held user; returns the model, user and event counts."""
+        started = time.monotonic()
         rows: list[dict[str, float]] = []
         events = 0
-        for user_id, state in self.states.items():
-            user_ids.append(user_id)
+        for _, state in self.states.items():
             rows.append(state.weights())
             events += state.event_count
+        log.info(
+            "fit snapshot: %d users, %d events in %.2f s",
+            len(rows),
+            events,
+            time.monotonic() - started,
+        )
         iterations = self.params.iterations
 
         def progress(iteration: int, seconds: float) -> None:
@@ -218,7 +230,7 @@ class Recommender:
 
         now = time.time()
         model = ranker.fit(rows, self.params, model_version(now), now, progress)
-        return model, user_ids, events
+        return model, len(rows), events
 
     def close(self) -> None:
         self._solver.shutdown(wait=False, cancel_futures=True)

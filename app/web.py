@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
+import orjson
 from aiokafka.errors import KafkaError
 from faust import web
 from redis.exceptions import RedisError
@@ -72,8 +72,8 @@ class Events(web.View):
         if len(body) > settings.max_body_bytes:
             return self.error(413, f"body: larger than {settings.max_body_bytes} bytes")
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
             return self.error(400, f"body: not valid JSON: {error}")
         try:
             actions = parse_request(payload, settings, time.time())
@@ -105,6 +105,8 @@ class Recommend(web.View):
             return n
         try:
             entry = await store.get_list(user_id)
+            if entry is not None and entry["model_version"] != recommender.model_version:
+                recommender.mark_stale(user_id)
             if entry is None:
                 routed = await _owner_response(self, request, user_id)
                 if routed is not None:
