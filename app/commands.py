@@ -10,6 +10,7 @@ import aiohttp
 from faust.cli import AppCommand, argument, option
 
 from app import agents, web  # noqa: F401 - registers the agents, timers and views
+from app import evaluate_command as _evaluate  # noqa: F401 - registers the evaluate command
 from app.faust_app import app, settings
 from app.topics import ALL_TOPICS
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
-DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0}
+DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
+"""A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
 
 
 class SettingsError(ValueError):
@@ -59,10 +60,10 @@ class Settings:
     fold_in_interval: float = 0.2
     retrain_interval: float = 3600.0
     retrain_growth: float = 1.0
-    refresh_batch: int = 2000
+    refresh_batch: int = 200
     als_factors: int = 64
     als_regularization: float = 0.05
-    als_alpha: float = 10.0
+    als_alpha: float = 1.0
     als_iterations: int = 15
     als_threads: int = 1
     cache_size: int = 100

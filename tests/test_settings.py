@@ -14,6 +14,12 @@ def test_default_weights_are_view_half_click_one_purchase_two():
     )
 
 
+def test_a_return_weighs_minus_two_and_cancels_a_purchase():
+    settings = Settings()
+    assert settings.weight("return") == -2.0
+    assert settings.weight("purchase") + settings.weight("return") == 0.0
+
+
 def test_an_unknown_action_gets_the_default_weight():
     assert Settings().weight("wishlist") == 0.1
 
