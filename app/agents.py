@@ -6,7 +6,9 @@ event is being processed); the ALS work is batched by the timer, off the event l
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +16,7 @@ from faust.types import EventT, StreamT
 from redis.exceptions import RedisError
 
 from app.events import InvalidEvent, decode_message
-from app.faust_app import app, settings, store
+from app.faust_app import app, models, settings, store
 from app.models import empty_state
 from app.recommender import Recommender
 from app.tables import TableStates, user_state
@@ -27,7 +29,7 @@ ORIGIN_HEADER = "x-recsys-origin"
 
 ERROR_HEADER = "x-recsys-error"
 
-recommender = Recommender(settings, store, TableStates())
+recommender = Recommender(settings, store, models, TableStates())
 
 
 def _headers(event: EventT) -> Mapping[str, bytes]:
@@ -102,7 +104,40 @@ async def refresh_touched_users() -> None:
         log.warning("refresh postponed, Redis unavailable: %s", error)
 
 
-@app.timer(settings.retrain_interval)
-async def retrain() -> None:
-    if recommender.start_fit():
-        log.info("scheduled full ALS fit started")
+MODEL_SYNC_INTERVAL = 1.0
+TRAINER_RESTART_DELAY = 5.0
+
+
+@app.timer(MODEL_SYNC_INTERVAL)
+async def follow_published_model() -> None:
+    """Serve the trainer's current model on every worker, within a second of publication."""
+    try:
+        await recommender.sync_model()
+    except (RedisError, OSError) as error:
+        log.warning("model check postponed, Redis unavailable: %s", error)
+
+
+@app.task
+async def supervise_trainer() -> None:
+    """Run a trainer beside this worker; the Redis lease makes one per deployment active."""
+    if not settings.run_trainer:
+        return
+    while True:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.trainer",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                log.info("trainer: %s", line.decode(errors="replace").rstrip())
+            code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
+        log.warning("trainer exited with %s; restarting in %.0f s", code, TRAINER_RESTART_DELAY)
+        await asyncio.sleep(TRAINER_RESTART_DELAY)

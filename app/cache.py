@@ -1,8 +1,8 @@
 """Redis: the cached top-N lists that ``GET /recommend`` serves, and decayed item popularity.
 
 Keys are namespaced under the configured prefix and built only from validated ids:
-``{prefix}:rec:{user_id}`` holds a JSON list entry, ``{prefix}:popular`` a sorted set of
-``log2`` decayed weights (see ``ranker.decayed_log_score``).
+``{prefix}:rec:{user_id}`` holds a JSON list entry, ``{prefix}:popular:{half_life}`` a sorted
+set of ``log2`` decayed weights for one half-life in seconds (see ``ranker.decayed_log_score``).
 """
 
 from __future__ import annotations
@@ -57,9 +57,8 @@ class RecommendationStore:
     def list_key(self, user_id: str) -> str:
         return f"{self.prefix}:rec:{user_id}"
 
-    @property
-    def popular_key(self) -> str:
-        return f"{self.prefix}:popular"
+    def popular_key(self, half_life: float) -> str:
+        return f"{self.prefix}:popular:{half_life:g}"
 
     async def put_lists(self, encoded: Mapping[str, bytes]) -> None:
         """Write many users' lists, already encoded by :func:`encode_list`, in one round trip."""
@@ -74,18 +73,19 @@ class RecommendationStore:
         raw = await self.redis.get(self.list_key(user_id))
         return None if raw is None else orjson.loads(raw)
 
-    async def add_popularity(self, log_scores: Mapping[str, float]) -> None:
-        """Add each item's log2 decayed weight to its running total."""
+    async def add_popularity(self, half_life: float, log_scores: Mapping[str, float]) -> None:
+        """Add each item's log2 decayed weight (for this half-life) to its running total."""
         if not log_scores:
             return
         args: list[Any] = []
         for item_id, score in log_scores.items():
             args += [item_id, repr(score)]
-        await self._log_add(keys=[self.popular_key], args=args)
+        await self._log_add(keys=[self.popular_key(half_life)], args=args)
 
-    async def popular(self, n: int) -> Scored:
+    async def popular(self, n: int, half_life: float) -> Scored:
         """The n items with the highest decayed weight, as (item id, log2 score)."""
-        ranked = await self.redis.zrevrange(self.popular_key, 0, n - 1, withscores=True)
+        key = self.popular_key(half_life)
+        ranked = await self.redis.zrevrange(key, 0, n - 1, withscores=True)
         return [(item.decode(), float(score)) for item, score in ranked]
 
     async def ping(self) -> bool:

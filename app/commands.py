@@ -1,8 +1,10 @@
-"""Command-line tools beside ``worker``: ``create-topics`` and ``feed``."""
+"""Command-line tools beside ``worker``: ``create-topics``, ``feed`` and ``retrain``."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import time
 from collections.abc import Iterator
 from itertools import islice
 
@@ -11,7 +13,7 @@ from faust.cli import AppCommand, argument, option
 
 from app import agents, web  # noqa: F401 - registers the agents, timers and views
 from app import evaluate_command as _evaluate  # noqa: F401 - registers the evaluate command
-from app.faust_app import app, settings
+from app.faust_app import app, models, settings
 from app.topics import ALL_TOPICS
 
 
@@ -23,6 +25,27 @@ async def create_topics(self: AppCommand) -> None:
         await topic.maybe_declare()
         self.say(f"topic {topic.get_topic_name()}: {settings.partitions} partitions")
     await self.app.producer.stop()
+
+
+@app.command(
+    option("--wait/--no-wait", default=True, show_default=True, help="wait for the new model"),
+    option("--max-wait", default=600.0, show_default=True, help="seconds to wait"),
+)
+async def retrain(self: AppCommand, wait: bool, max_wait: float) -> None:
+    """Ask the deployment's trainer for a full fit now (what POST /admin/retrain does)."""
+    before = await models.current_version()
+    await models.request_retrain()
+    self.say(f"retrain requested (current model: {before})")
+    deadline = time.monotonic() + max_wait
+    while wait and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+        if (current := await models.current_version()) != before:
+            self.say(f"model {current} published")
+            return
+    if wait:
+        raise SystemExit(
+            f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?"
+        )
 
 
 def read_events(path: str) -> Iterator[dict[str, str]]:

@@ -1,4 +1,4 @@
-"""The Faust application, its Redis connection and the settings they are built from."""
+"""The Faust application, its Redis stores and the settings they are built from."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import faust
 from redis.asyncio import Redis
 
 from app.cache import RecommendationStore
+from app.model_store import ModelStore
 from app.settings import Settings
 
 settings = Settings.from_env()
@@ -24,6 +25,6 @@ app = faust.App(
     autodiscover=False,
 )
 
-store = RecommendationStore(
-    Redis.from_url(settings.redis_url), settings.redis_prefix, settings.cache_ttl
-)
+redis = Redis.from_url(settings.redis_url)
+store = RecommendationStore(redis, settings.redis_prefix, settings.cache_ttl)
+models = ModelStore(redis, settings.redis_prefix)

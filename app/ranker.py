@@ -32,13 +32,29 @@ class AlsParams:
 
 @dataclass(frozen=True)
 class FactorModel:
-    """A fitted model's item factors and item-id index; never mutated once built."""
+    """A fitted model's item factors and item-id index; never mutated once built.
+
+    ``user_gram`` is X^T X of the fitted user factors: with it, an item first seen after the fit
+    can be solved exactly like one item-side ALS step (see :func:`fold_in_new_items`).
+    """
 
     version: str
     trained_at: float
     item_ids: tuple[str, ...]
     item_positions: Mapping[str, int]
     als: AlternatingLeastSquares
+    user_gram: np.ndarray
+    params: AlsParams
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        return self.als.item_factors
+
+    @cached_property
+    def unit_item_factors(self) -> np.ndarray:
+        """Item factors scaled to unit length (zero rows stay zero), for cosine similarity."""
+        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+        return self.item_factors / np.where(norms == 0, 1.0, norms)
 
     @cached_property
     def item_names(self) -> np.ndarray:
@@ -63,6 +79,35 @@ class FactorModel:
         )
 
 
+def _als(params: AlsParams) -> AlternatingLeastSquares:
+    return AlternatingLeastSquares(
+        factors=params.factors,
+        regularization=params.regularization,
+        alpha=params.alpha,
+        iterations=params.iterations,
+        random_state=params.random_seed,
+        num_threads=params.threads,
+    )
+
+
+def model_from_factors(
+    version: str,
+    trained_at: float,
+    item_ids: Sequence[str],
+    item_factors: np.ndarray,
+    user_gram: np.ndarray,
+    params: AlsParams,
+) -> FactorModel:
+    """A servable model from published factors: enough to fold users in and rank items."""
+    if len(item_ids) != item_factors.shape[0]:
+        raise ValueError(f"{len(item_ids)} item ids for {item_factors.shape[0]} factor rows")
+    als = _als(params)
+    als.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+    als.user_factors = np.zeros((0, item_factors.shape[1]), dtype=np.float32)
+    positions = {item_id: position for position, item_id in enumerate(item_ids)}
+    return FactorModel(version, trained_at, tuple(item_ids), positions, als, user_gram, params)
+
+
 def fit(
     rows: Sequence[Mapping[str, float]],
     params: AlsParams,
@@ -75,19 +120,17 @@ def fit(
     if not item_ids:
         raise ValueError("cannot fit a model without interactions")
     positions = {item_id: position for position, item_id in enumerate(item_ids)}
-    als = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.random_seed,
-        num_threads=params.threads,
-    )
-    model = FactorModel(version, trained_at, item_ids, positions, als)
-    matrix = model.rows_matrix(rows)
+    als = _als(params)
+    empty_gram = np.zeros((params.factors, params.factors))
+    matrix = FactorModel(
+        version, trained_at, item_ids, positions, als, empty_gram, params
+    ).rows_matrix(rows)
     callback = None if progress is None else (lambda it, seconds, *_: progress(it, seconds))
     als.fit(matrix, show_progress=False, callback=callback)
-    return model
+    users = np.asarray(als.user_factors, dtype=np.float64)
+    return model_from_factors(
+        version, trained_at, item_ids, als.item_factors, users.T @ users, params
+    )
 
 
 def fold_in(model: FactorModel, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
@@ -148,3 +191,58 @@ def decayed_value(log_score: float, now: float, half_life: float) -> float:
 def popular_excluding(ranked: Sequence[tuple[str, float]], seen: Container[str], n: int) -> Scored:
     """The first n popular items the user has not interacted with."""
     return [(item_id, score) for item_id, score in ranked if item_id not in seen][:n]
+
+
+def fold_in_new_items(
+    model: FactorModel,
+    rows: Sequence[Mapping[str, float]],
+    version: str,
+    trained_at: float,
+) -> FactorModel:
+    """The model with the items of ``rows`` it does not know yet appended, each solved exactly.
+
+    Each user of ``rows`` is first folded in against the known items; each new item i then
+    gets the item-side ALS solution against the fitted users' Gram matrix G:
+    ``y_i = (G + reg I + sum_u (c_ui - 1) x_u x_u^T)^-1 sum_u c_ui p_ui x_u``, c = alpha * |w|.
+    Users who touched only new items carry no signal (a zero vector) and are skipped.
+    """
+    new_ids = sorted({item for row in rows for item in row if item not in model.item_positions})
+    if not new_ids:
+        return model
+    users = fold_in(model, rows)
+    factors = model.params.factors
+    base = model.user_gram + model.params.regularization * np.eye(factors)
+    solved = np.zeros((len(new_ids), factors), dtype=np.float32)
+    for position, item_id in enumerate(new_ids):
+        a = base.copy()
+        b = np.zeros(factors)
+        for user, row in zip(users, rows, strict=True):
+            weight = row.get(item_id, 0.0)
+            if weight == 0.0 or not user.any():
+                continue
+            x = user.astype(np.float64)
+            confidence = model.params.alpha * abs(weight)
+            a += (confidence - 1.0) * np.outer(x, x)
+            if weight > 0:
+                b += confidence * x
+        solved[position] = np.linalg.solve(a, b)
+    return model_from_factors(
+        version,
+        trained_at,
+        model.item_ids + tuple(new_ids),
+        np.vstack([model.item_factors, solved]),
+        model.user_gram,
+        model.params,
+    )
+
+
+def similar_items(model: FactorModel, item_id: str, n: int) -> Scored:
+    """The n items closest to ``item_id`` by cosine of their factors (the item excluded)."""
+    position = model.item_positions[item_id]
+    unit = model.unit_item_factors
+    scores = unit @ unit[position]
+    scores[position] = -np.inf
+    n = min(n, len(scores) - 1)
+    top = np.argpartition(-scores, n - 1)[:n] if n > 0 else np.array([], dtype=int)
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [(model.item_ids[i], float(scores[i])) for i in top]

@@ -39,6 +39,14 @@ def parse_weights(text: str) -> Mapping[str, float]:
     return MappingProxyType(weights)
 
 
+def _parse_bool(raw: str) -> bool:
+    words = {"1": True, "true": True, "yes": True, "on": True}
+    words |= {"0": False, "false": False, "no": False, "off": False}
+    if raw.strip().lower() not in words:
+        raise ValueError(raw)
+    return words[raw.strip().lower()]
+
+
 @dataclass(frozen=True)
 class Settings:
     app_id: str = "recommender"
@@ -60,6 +68,8 @@ class Settings:
     fold_in_interval: float = 0.2
     retrain_interval: float = 3600.0
     retrain_growth: float = 1.0
+    new_item_interval: float = 2.0
+    run_trainer: bool = True
     refresh_batch: int = 200
     als_factors: int = 64
     als_regularization: float = 0.05
@@ -69,6 +79,7 @@ class Settings:
     cache_size: int = 100
     cache_ttl: int = 7 * 24 * 3600
     popularity_half_life: float = 7 * 24 * 3600.0
+    trending_half_lives: str = "3600,86400"
     max_events_per_request: int = 1000
     max_body_bytes: int = 1024 * 1024
     max_id_length: int = 256
@@ -78,6 +89,12 @@ class Settings:
     def weight(self, action: str) -> float:
         """The weight an action adds to a user-item interaction."""
         return self.action_weights.get(action, self.default_weight)
+
+    @property
+    def half_lives(self) -> tuple[float, ...]:
+        """Every popularity half-life kept: the cold-start one first, then the trending ones."""
+        extra = (float(part) for part in self.trending_half_lives.split(",") if part.strip())
+        return tuple(dict.fromkeys((self.popularity_half_life, *extra)))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,7 +111,7 @@ class Settings:
                 continue
             kind = type(getattr(DEFAULTS, spec.name))
             try:
-                values[spec.name] = kind(raw)
+                values[spec.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError:
                 raise SettingsError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
         return cls(**values)

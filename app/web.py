@@ -11,9 +11,10 @@ from faust import web
 from redis.exceptions import RedisError
 from yarl import URL
 
+from app import ranker
 from app.agents import recommender
 from app.events import InvalidEvent, identifier, parse_request
-from app.faust_app import app, settings, store
+from app.faust_app import app, models, settings, store
 from app.models import COUNT, LAST_AT, WEIGHT
 from app.tables import user_state
 from app.topics import partition_for, user_actions
@@ -159,22 +160,72 @@ class UserInteractions(web.View):
 
 @app.page("/popular")
 class Popular(web.View):
-    """``GET /popular?n=10``: items by time-decayed weight of their actions."""
+    """``GET /popular?n=10&half_life=3600``: trending items by time-decayed action weight."""
 
     async def get(self, request: web.Request) -> web.Response:
         n = _count(self, request, 10)
         if isinstance(n, web.Response):
             return n
+        raw = request.query.get("half_life", f"{settings.popularity_half_life:g}")
         try:
-            ranked = await store.popular(n)
+            half_life = float(raw)
+        except ValueError:
+            half_life = None
+        if half_life not in settings.half_lives:
+            kept = ", ".join(f"{value:g}" for value in settings.half_lives)
+            return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
+        try:
+            ranked = await store.popular(n, half_life)
         except (RedisError, OSError) as error:
             return _service_unavailable(self, f"Redis unavailable: {error}")
-        entry = recommender.popular_list(ranked, (), time.time())
+        entry = recommender.popular_list(ranked, (), time.time(), half_life)
         return self.json(
             {
                 "items": [{"item_id": item, "score": score} for item, score in entry["items"]],
-                "half_life_seconds": settings.popularity_half_life,
+                "half_life_seconds": half_life,
             }
+        )
+
+
+@app.page("/similar/{item_id}")
+class Similar(web.View):
+    """``GET /similar/{item_id}?n=10``: items closest by cosine of their ALS factors."""
+
+    async def get(self, request: web.Request, item_id: str) -> web.Response:
+        try:
+            item_id = identifier(item_id, "item_id", settings.max_id_length)
+        except InvalidEvent as error:
+            return self.error(400, f"item id: {error.problem}")
+        n = _count(self, request, 10)
+        if isinstance(n, web.Response):
+            return n
+        model = recommender.model
+        if model is None or item_id not in model.item_positions:
+            return self.error(404, f"item {item_id!r} has no factors yet")
+        return self.json(
+            {
+                "item_id": item_id,
+                "items": [
+                    {"item_id": other, "score": score}
+                    for other, score in ranker.similar_items(model, item_id, n)
+                ],
+                "source": "factors",
+                "model_version": model.version,
+            }
+        )
+
+
+@app.page("/admin/retrain")
+class Retrain(web.View):
+    """``POST /admin/retrain``: ask the deployment's trainer for a full fit now."""
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            await models.request_retrain()
+        except (RedisError, OSError) as error:
+            return _service_unavailable(self, f"Redis unavailable: {error}")
+        return self.json(
+            {"requested": True, "model_version": recommender.model_version}, status=202
         )
 
 
@@ -193,6 +244,5 @@ class Health(web.View):
             "recovered": recovered,
             "redis": redis_ok,
             "model_version": recommender.model_version,
-            "fitting": recommender.fitting,
         }
         return self.json(body, status=200 if body["status"] == "ready" else 503)

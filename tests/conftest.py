@@ -12,8 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,14 +70,10 @@ def _services_reachable() -> bool:
     return True
 
 
-@pytest.fixture(scope="session")
-def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    if not _services_reachable():
-        pytest.fail("Kafka and Redis must run for integration tests: `make test` starts them")
-    run_id = f"t{uuid.uuid4().hex[:10]}"
-    folder = tmp_path_factory.mktemp("worker")
-    port = free_port()
-    env = {
+def worker_env(folder: Path, run_id: str | None = None, **overrides: str) -> dict[str, str]:
+    """Settings of a worker with its own app id, topics, Redis prefix, data folder and port."""
+    run_id = run_id or f"t{uuid.uuid4().hex[:10]}"
+    return {
         **os.environ,
         "RECSYS_APP_ID": f"recsys-{run_id}",
         "RECSYS_KAFKA_BROKER": f"kafka://{KAFKA_BOOTSTRAP}",
@@ -84,13 +83,21 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
         "RECSYS_DEAD_LETTER_TOPIC": f"{run_id}-user-actions-dlq",
         "RECSYS_PARTITIONS": "4",
         "RECSYS_DATA_DIR": str(folder / "data"),
-        "RECSYS_WEB_PORT": str(port),
+        "RECSYS_WEB_PORT": str(free_port()),
         "RECSYS_ALS_FACTORS": "8",
         "RECSYS_ALS_ITERATIONS": "10",
+        "RECSYS_NEW_ITEM_INTERVAL": "1",
         "OPENBLAS_NUM_THREADS": "1",
+        **overrides,
     }
-    log_path = folder / "worker.log"
-    with open(log_path, "wb") as log:
+
+
+@contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
+    """A worker process with these settings, healthy before the block and stopped after it."""
+    if not _services_reachable():
+        pytest.fail("Kafka and Redis must run for integration tests: `make test` starts them")
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker", "-l", "info"],
             cwd=ROOT,
@@ -98,7 +105,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    started = Worker(f"http://127.0.0.1:{port}", env, log_path)
+    started = Worker(f"http://127.0.0.1:{env['RECSYS_WEB_PORT']}", env, log_path)
     try:
         _wait_healthy(started, process, timeout=120)
         yield started
@@ -111,9 +118,6 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
 
 
 def _wait_healthy(worker: Worker, process: subprocess.Popen, timeout: float) -> None:
-    import urllib.error
-    import urllib.request
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -126,6 +130,13 @@ def _wait_healthy(worker: Worker, process: subprocess.Popen, timeout: float) -> 
             pass
         time.sleep(0.3)
     pytest.fail(f"worker not healthy within {timeout} s:\n{worker.log_tail()}")
+
+
+@pytest.fixture(scope="session")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
+    folder = tmp_path_factory.mktemp("worker")
+    with running_worker(worker_env(folder), folder / "worker.log") as started:
+        yield started
 
 
 @pytest_asyncio.fixture(scope="session")

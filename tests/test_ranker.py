@@ -99,3 +99,51 @@ def test_recent_light_interest_outranks_old_heavy_interest():
 def test_popular_excluding_skips_seen_items_and_keeps_order():
     ranked = [("a", 5.0), ("b", 4.0), ("c", 3.0), ("d", 2.0)]
     assert ranker.popular_excluding(ranked, {"b"}, 2) == [("a", 5.0), ("c", 3.0)]
+
+
+def test_a_model_rebuilt_from_its_factors_ranks_like_the_original(model, rows):
+    rebuilt = ranker.model_from_factors(
+        "v2", 1.0, model.item_ids, model.item_factors, model.user_gram, PARAMS
+    )
+    assert ranker.recommend(rebuilt, rows[:3], n=5) == ranker.recommend(model, rows[:3], n=5)
+
+
+def test_factors_and_ids_of_different_lengths_are_refused(model):
+    with pytest.raises(ValueError, match="item ids for"):
+        ranker.model_from_factors(
+            "v", 0.0, model.item_ids[:-1], model.item_factors, model.user_gram, PARAMS
+        )
+
+
+def test_a_new_item_is_solved_by_the_item_side_closed_form(model, rows):
+    with_new = [{**rows[0], "fresh": 2.0}, {**rows[1], "fresh": 1.0}, rows[2]]
+    grown = ranker.fold_in_new_items(model, with_new, "v2", 1.0)
+    assert grown.item_ids == (*model.item_ids, "fresh")
+    users = ranker.fold_in(model, with_new).astype(np.float64)
+    a = model.user_gram + PARAMS.regularization * np.eye(PARAMS.factors)
+    b = np.zeros(PARAMS.factors)
+    for user, weight in ((users[0], 2.0), (users[1], 1.0)):
+        a += (PARAMS.alpha * weight - 1.0) * np.outer(user, user)
+        b += PARAMS.alpha * weight * user
+    np.testing.assert_allclose(grown.item_factors[-1], np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(grown.item_factors[:-1], model.item_factors)
+
+
+def test_a_new_item_becomes_a_candidate_for_users_like_those_who_took_it(model, rows):
+    takers = [{**row, "fresh": 2.0} for row in rows[:30]]
+    grown = ranker.fold_in_new_items(model, takers, "v2", 1.0)
+    ranked = [ranker.recommend(grown, [row], n=len(grown.item_ids))[0] for row in rows[:30]]
+    assert all(any(item == "fresh" for item, _ in scored) for scored in ranked)
+    assert ranker.fold_in_new_items(grown, takers, "v3", 2.0) is grown, "nothing new: unchanged"
+
+
+def test_similar_items_are_ordered_by_cosine_and_exclude_the_item_itself(model):
+    item = model.item_ids[0]
+    similar = ranker.similar_items(model, item, n=5)
+    unit = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+    expected = sorted(
+        ((other, float(unit[0] @ unit[i])) for i, other in enumerate(model.item_ids) if i),
+        key=lambda pair: -pair[1],
+    )[:5]
+    assert [i for i, _ in similar] == [i for i, _ in expected]
+    assert [s for _, s in similar] == pytest.approx([s for _, s in expected], rel=1e-5)

@@ -51,3 +51,18 @@ def test_numeric_settings_are_parsed_by_their_type():
 def test_an_unusable_variable_is_named_in_the_error(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("false", False), ("0", False), ("Yes", True)])
+def test_switches_read_the_usual_words_for_yes_and_no(raw, expected):
+    assert Settings.from_env({"RECSYS_RUN_TRAINER": raw}).run_trainer is expected
+
+
+def test_a_switch_with_another_word_is_refused():
+    with pytest.raises(SettingsError, match="RECSYS_RUN_TRAINER: expected bool"):
+        Settings.from_env({"RECSYS_RUN_TRAINER": "sometimes"})
+
+
+def test_popularity_half_lives_start_with_the_cold_start_one_without_repeats():
+    settings = Settings.from_env({"RECSYS_TRENDING_HALF_LIVES": "3600, 604800"})
+    assert settings.half_lives == (604800.0, 3600.0)

@@ -1,0 +1,250 @@
+"""The trainer: one per deployment, it sees every user's interactions and publishes the model.
+
+Run as ``python -m app.trainer``; each worker starts one beside itself (``RECSYS_RUN_TRAINER``),
+and a lease in Redis lets exactly one of them train while the others wait to take over. The
+active trainer tails the user-state changelog topic from the beginning, so it holds every
+user's current row whichever worker owns the user. It fits ALS when there is data but no model,
+on request, every ``RECSYS_RETRAIN_INTERVAL`` seconds and when the data grew by
+``RECSYS_RETRAIN_GROWTH``; between fits it folds items first seen after the last fit into the
+published model every ``RECSYS_NEW_ITEM_INTERVAL`` seconds. A trainer that starts with a model
+already published continues from it instead of refitting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from app import ranker
+from app.model_store import ModelStore, decode_model, encode_model
+from app.models import WEIGHT
+from app.settings import Settings
+
+log = logging.getLogger("app.trainer")
+
+LEASE_TTL_MS = 10_000
+TICK_SECONDS = 0.5
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust's name for the changelog of the ``user-state`` table."""
+    return f"{settings.app_id}-user-state-changelog"
+
+
+def als_params(settings: Settings) -> ranker.AlsParams:
+    return ranker.AlsParams(
+        factors=settings.als_factors,
+        regularization=settings.als_regularization,
+        alpha=settings.als_alpha,
+        iterations=settings.als_iterations,
+        threads=settings.als_threads,
+    )
+
+
+class Trainer:
+    def __init__(self, settings: Settings, models: ModelStore, owner: str) -> None:
+        self.settings = settings
+        self.models = models
+        self.owner = owner
+        self.rows: dict[str, dict[str, float]] = {}
+        self.event_counts: dict[str, int] = {}
+        self.model: ranker.FactorModel | None = None
+        self.new_item_users: defaultdict[str, set[str]] = defaultdict(set)
+        self.events_at_fit = 0
+        self.last_fit_at = time.monotonic()
+        self.last_fold_at = 0.0
+
+    @property
+    def events(self) -> int:
+        return sum(self.event_counts.values())
+
+    def apply(self, key: bytes, value: bytes | None) -> None:
+        """One changelog record: the user's latest state (a tombstone removes the user)."""
+        user_id = key.decode()
+        if value is None:
+            self.rows.pop(user_id, None)
+            self.event_counts.pop(user_id, None)
+            return
+        state = orjson.loads(value)
+        row = {item: entry[WEIGHT] for item, entry in state["items"].items()}
+        self.rows[user_id] = row
+        self.event_counts[user_id] = state.get("event_count", 0)
+        if self.model is not None:
+            for item_id in row:
+                if item_id not in self.model.item_positions:
+                    self.new_item_users[item_id].add(user_id)
+
+    def fit_due(self, requested: bool) -> str | None:
+        """Why a full fit should start now, or None."""
+        if not self.rows:
+            return None
+        if self.model is None:
+            return "no model yet"
+        if requested:
+            return "requested"
+        if time.monotonic() - self.last_fit_at >= self.settings.retrain_interval:
+            return "schedule"
+        growth = self.settings.retrain_growth
+        if growth > 0 and self.events - self.events_at_fit >= growth * max(self.events_at_fit, 1):
+            return "data grew"
+        return None
+
+    async def fit_and_publish(self, reason: str) -> None:
+        rows = list(self.rows.values())
+        events = self.events
+        params = als_params(self.settings)
+        log.info("full fit (%s): %d users, %d events", reason, len(rows), events)
+        started = time.monotonic()
+
+        def progress(iteration: int, seconds: float) -> None:
+            log.info("fit iteration %d/%d (%.2f s)", iteration + 1, params.iterations, seconds)
+
+        version = await self.models.next_version()
+        model = await asyncio.to_thread(ranker.fit, rows, params, version, time.time(), progress)
+        seconds = time.monotonic() - started
+        metrics = {"users": len(rows), "items": len(model.item_ids), "events": events}
+        await self._publish(model, {**metrics, "fit_seconds": round(seconds, 3)})
+        self.events_at_fit = events
+        self.last_fit_at = time.monotonic()
+        self.new_item_users.clear()
+        for user_id, row in self.rows.items():
+            for item_id in row:
+                if item_id not in model.item_positions:
+                    self.new_item_users[item_id].add(user_id)
+
+    async def fold_new_items(self) -> None:
+        """Publish the model extended by items first seen since the last fit."""
+        assert self.model is not None
+        users = set().union(*self.new_item_users.values())
+        items = list(self.new_item_users)
+        self.new_item_users.clear()
+        rows = [self.rows[user_id] for user_id in users if user_id in self.rows]
+        version = await self.models.next_version()
+        model = await asyncio.to_thread(
+            ranker.fold_in_new_items, self.model, rows, version, time.time()
+        )
+        if model is not self.model:
+            await self._publish(
+                model, {"new_items": len(model.item_ids) - len(self.model.item_ids)}
+            )
+            log.info("folded in %d new items: %s", len(items), ", ".join(items[:5]))
+
+    async def _publish(self, model: ranker.FactorModel, metrics: dict[str, Any]) -> None:
+        blob = await asyncio.to_thread(encode_model, model, metrics)
+        if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
+            raise LeaseLost(f"lease lost before publishing {model.version}")
+        await self.models.publish(model.version, blob)
+        self.model = model
+        log.info("published model %s: %s", model.version, metrics)
+
+    async def resume_published(self) -> None:
+        """Continue from the current published model, so a restart does not refit."""
+        version = await self.models.current_version()
+        blob = None if version is None else await self.models.load(version)
+        if blob is not None:
+            self.model, meta = await asyncio.to_thread(decode_model, blob)
+            self.events_at_fit = meta["metrics"].get("events", 0)
+            log.info("continuing from published model %s", version)
+
+    async def step(self) -> None:
+        """Fit or fold in new items when due; called every tick once caught up."""
+        reason = self.fit_due(await self.models.take_retrain_request())
+        if reason is not None:
+            await self.fit_and_publish(reason)
+        elif (
+            self.model is not None
+            and self.new_item_users
+            and time.monotonic() - self.last_fold_at >= self.settings.new_item_interval
+        ):
+            self.last_fold_at = time.monotonic()
+            await self.fold_new_items()
+
+
+class LeaseLost(RuntimeError):
+    """Another trainer holds the lease now: this one must stop publishing."""
+
+
+async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
+    topic = changelog_topic(trainer.settings)
+    while True:  # the worker creates the changelog topic when its table starts
+        if topic in await consumer.topics():
+            break
+        await asyncio.sleep(1)
+    assigned = [TopicPartition(topic, p) for p in range(trainer.settings.partitions)]
+    consumer.assign(assigned)
+    await consumer.seek_to_beginning(*assigned)
+    ends = await consumer.end_offsets(assigned)
+    caught_up = False
+    next_step = 0.0
+    parent = os.getppid()
+    while True:
+        batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+        for records in batches.values():
+            for record in records:
+                trainer.apply(record.key, record.value)
+        if not caught_up:
+            positions = [await consumer.position(tp) for tp in assigned]
+            caught_up = all(pos >= ends[tp] for pos, tp in zip(positions, assigned, strict=True))
+            if caught_up:
+                log.info("changelog read: %d users, %d events", len(trainer.rows), trainer.events)
+        if time.monotonic() >= next_step:
+            next_step = time.monotonic() + TICK_SECONDS
+            if os.getppid() != parent:
+                raise SystemExit("the worker that started this trainer is gone")
+            if not await trainer.models.hold_lease(trainer.owner, LEASE_TTL_MS):
+                raise LeaseLost("lease lost")
+            if caught_up:
+                await trainer.step()
+
+
+async def run(settings: Settings) -> None:
+    # SIGTERM (the worker stopping) unwinds through the finally below, releasing the lease.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    redis = Redis.from_url(settings.redis_url)
+    models = ModelStore(redis, settings.redis_prefix)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    parent = os.getppid()
+    while not await models.hold_lease(owner, LEASE_TTL_MS):
+        if os.getppid() != parent:
+            return
+        await asyncio.sleep(LEASE_TTL_MS / 3000)
+    log.info("trainer %s active", owner)
+    trainer = Trainer(settings, models, owner)
+    await trainer.resume_published()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_broker.removeprefix("kafka://"),
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        await _tail_changelog(trainer, consumer)
+    finally:
+        await consumer.stop()
+        await models.release_lease(owner)
+        await redis.aclose()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        asyncio.run(run(Settings.from_env()))
+    except LeaseLost as error:
+        log.warning("%s; stopping", error)
+    except asyncio.CancelledError:
+        log.info("trainer stopped")
+
+
+if __name__ == "__main__":
+    main()
