@@ -16,7 +16,7 @@ RUN pip install . \
 
 USER recsys
 ENV RECSYS_DATA_DIR=/data/worker \
-    RECSYS_WEB_HOST=0.0.0.0 \
+    RECSYS_WEB_BIND=0.0.0.0 \
     RECSYS_WEB_PORT=6066
 VOLUME ["/data"]
 EXPOSE 6066

@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 URL := http://127.0.0.1:$(or $(RECSYS_WEB_PORT),6066)
+WORKERS ?= 1
+PORTS := $(shell seq $(or $(RECSYS_WEB_PORT),6066) $$(( $(or $(RECSYS_WEB_PORT),6066) + $(WORKERS) - 1 )))
 export OPENBLAS_NUM_THREADS := 1
 
 .PHONY: run up down test lint format services topics feed clean-data
@@ -21,13 +23,14 @@ services:
 topics: $(BIN)/.installed services
 	$(BIN)/python -m app create-topics
 
-## Kafka, Redis and one worker in the background; returns once /health answers 200
+## Kafka, Redis and WORKERS workers (default 1) in the background, on ports 6066, 6067, ...;
+## returns once each one's /health answers 200
 up: topics
-	scripts/worker.sh start
+	@for port in $(PORTS); do RECSYS_WEB_PORT=$$port scripts/worker.sh start || exit 1; done
 
 ## Stop the worker, Kafka and Redis; all data under .data/ is kept
 down:
-	scripts/worker.sh stop
+	scripts/worker.sh stop-all
 	scripts/services.sh stop
 
 feed: up

@@ -12,15 +12,18 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from faust.types import EventT, StreamT
 from redis.exceptions import RedisError
 
+from app.catalogue import parse_item
 from app.events import InvalidEvent, decode_message
-from app.faust_app import app, models, settings, store
+from app.faust_app import app, catalogue, models, settings, store
+from app.metrics import counters
 from app.models import empty_state
 from app.recommender import Recommender
 from app.tables import TableStates, user_state
-from app.topics import ALL_TOPICS, dead_letters, partition_for, user_actions
+from app.topics import ALL_TOPICS, dead_letters, items, partition_for, user_actions
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ ORIGIN_HEADER = "x-recsys-origin"
 
 ERROR_HEADER = "x-recsys-error"
 
-recommender = Recommender(settings, store, models, TableStates())
+recommender = Recommender(settings, store, models, catalogue, TableStates())
 
 
 def _headers(event: EventT) -> Mapping[str, bytes]:
@@ -41,7 +44,9 @@ def _origin(headers: Mapping[str, bytes]) -> tuple[int, int] | None:
     raw = headers.get(ORIGIN_HEADER)
     if raw is None:
         return None
-    partition, _, offset = raw.decode().partition(":")
+    partition, _, offset = raw.decode(errors="replace").partition(":")
+    if not all(part.isascii() and part.isdigit() for part in (partition, offset)):
+        raise InvalidEvent(ORIGIN_HEADER, f"must be partition:offset, got {raw[:40]!r}")
     return int(partition), int(offset)
 
 
@@ -50,8 +55,10 @@ async def apply_event(event: EventT) -> None:
     message = event.message
     try:
         action = decode_message(event.value, settings, now=message.timestamp)
+        origin = _origin(_headers(event))
     except InvalidEvent as error:
         log.warning("dead-lettered %s:%s: %s", message.partition, message.offset, error)
+        counters.dead_lettered[error.field] += 1
         await dead_letters.send(
             key=event.key,
             value=event.value,
@@ -61,13 +68,12 @@ async def apply_event(event: EventT) -> None:
             ],
         )
         return
-    headers = _headers(event)
-    origin = _origin(headers)
     key = action.user_id.encode()
     if event.key != key or message.partition != partition_for(key):
         # Produced with a missing or foreign key, or by a client whose partitioner differs
         # (kcat's default): move it where the user's state lives, remembering the original.
         forwarded_from = origin or (message.partition, message.offset)
+        counters.rekeyed += 1
         await user_actions.send(
             key=key,
             value=event.value,
@@ -75,11 +81,17 @@ async def apply_event(event: EventT) -> None:
         )
         return
     state = user_state.get(key) or empty_state()
-    if state.has_applied(message.offset, origin):
+    if state.has_applied(message.offset, origin, action.event_id):
+        # Re-delivered after a crash. Write the state again: the local store may hold it while
+        # the changelog never got it (killed before the flush), and only the changelog survives
+        # the loss of the data folder. Faust commits this offset only after that write.
+        user_state[key] = state
+        counters.duplicates_skipped += 1
         return
     weight = settings.weight(action.action)
     state = state.with_action(action, weight, message.offset, origin)
     user_state[key] = state
+    counters.applied += 1
     recommender.record(action, weight, state)
 
 
@@ -88,6 +100,19 @@ async def declare_topics() -> None:
     """Create the topics the worker writes to but does not consume (the dead-letter topic)."""
     for topic in ALL_TOPICS:
         await topic.maybe_declare()
+
+
+@app.agent(items)
+async def store_items(stream: StreamT) -> None:
+    """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""
+    async for batch in stream.take(500, within=0.2):
+        records = []
+        for value in batch:
+            try:
+                records.append(parse_item(orjson.loads(value), settings.max_id_length))
+            except (orjson.JSONDecodeError, InvalidEvent) as error:
+                log.warning("skipped a malformed catalogue record: %s", error)
+        await catalogue.put(records)
 
 
 @app.agent(user_actions)
@@ -110,9 +135,11 @@ TRAINER_RESTART_DELAY = 5.0
 
 @app.timer(MODEL_SYNC_INTERVAL)
 async def follow_published_model() -> None:
-    """Serve the trainer's current model on every worker, within a second of publication."""
+    """Serve the trainer's current model and the current catalogue on every worker, within a
+    second of publication."""
     try:
         await recommender.sync_model()
+        await recommender.sync_catalogue()
     except (RedisError, OSError) as error:
         log.warning("model check postponed, Redis unavailable: %s", error)
 

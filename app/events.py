@@ -19,6 +19,7 @@ from app.settings import Settings
 
 EARLIEST_TIMESTAMP = 946_684_800.0  # 2000-01-01T00:00:00Z: older stamps are taken as mistakes
 MAX_ACTION_LENGTH = 64
+MAX_EVENT_ID_LENGTH = 64
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Cn"}  # control, surrogate, unassigned code points
 
 
@@ -92,7 +93,9 @@ def _timestamp(value: Any, now: float, max_future_skew: float) -> float:
     if value is None:
         return now
     seconds = parse_timestamp(value)
-    if not math.isfinite(seconds) or seconds < EARLIEST_TIMESTAMP:
+    if not math.isfinite(seconds):
+        raise InvalidEvent("timestamp", "is not a finite number")
+    if seconds < EARLIEST_TIMESTAMP:
         raise InvalidEvent("timestamp", "is before 2000-01-01")
     if seconds > now + max_future_skew:
         raise InvalidEvent("timestamp", f"is more than {max_future_skew:.0f} s in the future")
@@ -108,6 +111,11 @@ def parse_event(event: Any, settings: Settings, now: float) -> UserAction:
         item_id=identifier(event.get("item_id"), "item_id", settings.max_id_length),
         action=identifier(event.get("action"), "action", MAX_ACTION_LENGTH),
         timestamp=_timestamp(event.get("timestamp"), now, settings.max_future_skew),
+        event_id=(
+            None
+            if event.get("event_id") is None
+            else identifier(event["event_id"], "event_id", MAX_EVENT_ID_LENGTH)
+        ),
     )
 
 
@@ -128,11 +136,17 @@ def parse_request(payload: Any, settings: Settings, now: float) -> list[UserActi
     else:
         events = [payload]
     parsed = []
+    first_index_of: dict[str, int] = {}
     for index, event in enumerate(events):
         try:
-            parsed.append(parse_event(event, settings, now))
+            action = parse_event(event, settings, now)
         except InvalidEvent as error:
             raise error.at(index) from None
+        if action.event_id is not None:
+            first = first_index_of.setdefault(action.event_id, index)
+            if first != index:
+                raise InvalidEvent("event_id", f"repeats the event_id of event {first}", index)
+        parsed.append(action)
     return parsed
 
 

@@ -6,7 +6,9 @@ import faust
 from redis.asyncio import Redis
 
 from app.cache import RecommendationStore
+from app.catalogue_store import CatalogueStore
 from app.model_store import ModelStore
+from app.security import request_guard
 from app.settings import Settings
 
 settings = Settings.from_env()
@@ -17,14 +19,22 @@ app = faust.App(
     store=settings.store,
     datadir=settings.data_dir,
     web_host=settings.web_host,
+    web_bind=settings.web_bind or settings.web_host,
     web_port=settings.web_port,
     topic_partitions=settings.partitions,
     topic_allow_declare=True,
     producer_acks=-1,
     producer_linger=0.005,
     autodiscover=False,
+    # A worker killed without leaving its group holds its partitions this long (Faust: 60 s).
+    broker_session_timeout=settings.session_timeout,
+    web_application_options={
+        "client_max_size": settings.max_body_bytes,
+        "middlewares": [request_guard(settings)],
+    },
 )
 
 redis = Redis.from_url(settings.redis_url)
 store = RecommendationStore(redis, settings.redis_prefix, settings.cache_ttl)
 models = ModelStore(redis, settings.redis_prefix)
+catalogue = CatalogueStore(redis, settings.redis_prefix)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import faust
 
+RECENT_EVENT_IDS = 100
+"""How many of a user's latest client event ids are remembered to recognise a re-sent event."""
+
 WEIGHT, COUNT, LAST_AT = range(3)
 """Positions in a user's per-item entry ``[summed weight, event count, last event time]``.
 
@@ -19,6 +22,7 @@ class UserAction(faust.Record, serializer="json", include_metadata=False):
     item_id: str
     action: str
     timestamp: float
+    event_id: str | None = None
 
 
 class UserState(faust.Record, serializer="json", include_metadata=False):
@@ -36,10 +40,19 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
     last_event_at: float = 0.0
     applied_offset: int = -1
     forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
+    recent_event_ids: list[str] = []  # noqa: RUF012 - faust copies record defaults
 
-    def has_applied(self, offset: int, origin: tuple[int, int] | None) -> bool:
-        """True when this event (or the original it was re-keyed from) is already counted."""
+    def has_applied(
+        self, offset: int, origin: tuple[int, int] | None, event_id: str | None = None
+    ) -> bool:
+        """True when this event (or the original it was re-keyed from) is already counted.
+
+        An event a client sent again with the same ``event_id`` (a retry after a 503) is also
+        recognised, as long as it is among the user's last ``RECENT_EVENT_IDS`` ids.
+        """
         if offset <= self.applied_offset:
+            return True
+        if event_id is not None and event_id in self.recent_event_ids:
             return True
         if origin is None:
             return False
@@ -63,12 +76,16 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
         forwarded = self.forwarded_offsets
         if origin is not None:
             forwarded = {**forwarded, str(origin[0]): origin[1]}
+        event_ids = self.recent_event_ids
+        if action.event_id is not None:
+            event_ids = [*event_ids[-(RECENT_EVENT_IDS - 1) :], action.event_id]
         return UserState(
             items=items,
             event_count=self.event_count + 1,
             last_event_at=max(self.last_event_at, action.timestamp),
             applied_offset=offset,
             forwarded_offsets=forwarded,
+            recent_event_ids=event_ids,
         )
 
     def weights(self) -> dict[str, float]:

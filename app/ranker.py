@@ -7,7 +7,7 @@ Users are rows of item -> summed action weight. implicit's confidence is ``alpha
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -138,8 +138,14 @@ def fold_in(model: FactorModel, rows: Sequence[Mapping[str, float]]) -> np.ndarr
     return model.als.recalculate_user(np.arange(len(rows)), model.rows_matrix(rows))
 
 
-def recommend(model: FactorModel, rows: Sequence[Mapping[str, float]], n: int) -> list[Scored]:
-    """Top-n unseen items per row, folding each user in exactly first.
+def recommend(
+    model: FactorModel,
+    rows: Sequence[Mapping[str, float]],
+    n: int,
+    exclude: Collection[str] = (),
+) -> list[Scored]:
+    """Top-n unseen items per row, folding each user in exactly first; ``exclude`` (e.g.
+    unavailable items) is never ranked.
 
     A row with no item the model knows gets an empty list: its vector would be zero and its
     ranking meaningless, so the caller falls back to popularity.
@@ -148,11 +154,13 @@ def recommend(model: FactorModel, rows: Sequence[Mapping[str, float]], n: int) -
         return []
     matrix = model.rows_matrix(rows)
     n = min(n, len(model.item_ids))
+    excluded = [model.item_positions[i] for i in exclude if i in model.item_positions]
     ids, scores = model.als.recommend(
         np.arange(len(rows)),
         matrix,
         N=n,
         filter_already_liked_items=True,
+        filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
         recalculate_user=True,
     )
     known = np.diff(matrix.indptr) > 0

@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
 
 from app import ranker
 from app.cache import CachedList, RecommendationStore, encode_list
+from app.catalogue import ContentIndex, blend
+from app.catalogue_store import CatalogueStore
 from app.model_store import ModelStore, decode_model
 from app.models import UserAction, UserState
 from app.settings import Settings
@@ -41,13 +43,19 @@ class Recommender:
         settings: Settings,
         store: RecommendationStore,
         models: ModelStore,
+        catalogue: CatalogueStore,
         states: StateSource,
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
+        self.catalogue = catalogue
         self.states = states
         self.model: ranker.FactorModel | None = None
+        self.content: ContentIndex | None = None
+        self.unavailable: frozenset[str] = frozenset()
+        self.categories: Mapping[str, tuple[str, ...]] = {}
+        self._catalogue_version = 0
         self._touched: dict[str, UserState] = {}
         self._stale: dict[str, None] = {}
         self._popularity: dict[float, dict[str, float]] = {hl: {} for hl in settings.half_lives}
@@ -120,6 +128,37 @@ class Recommender:
         log.info("serving model %s: %s", version, meta["metrics"])
         return True
 
+    async def sync_catalogue(self) -> bool:
+        """Rebuild the content index when the catalogue changed; returns whether it did."""
+        version = await self.catalogue.version()
+        if version == self._catalogue_version:
+            return False
+        records = await self.catalogue.all()
+        loop = asyncio.get_running_loop()
+        self.content = await loop.run_in_executor(self._solver, ContentIndex, records)
+        self.unavailable = frozenset(r.item_id for r in records if not r.available)
+        self.categories = {record.item_id: record.categories for record in records}
+        self._catalogue_version = version
+        log.info(
+            "catalogue version %d: %d items, %d unavailable",
+            version,
+            len(records),
+            len(self.unavailable),
+        )
+        return True
+
+    def visible(
+        self, items: Iterable[tuple[str, float]], exclude: Collection[str], category: str | None
+    ) -> list[tuple[str, float]]:
+        """Cached items still fit to show: available, not excluded, in the category if given."""
+        return [
+            (item_id, score)
+            for item_id, score in items
+            if item_id not in self.unavailable
+            and item_id not in exclude
+            and (category is None or category in self.categories.get(item_id, ()))
+        ]
+
     async def refresh(self, states: Mapping[str, UserState]) -> dict[str, CachedList]:
         """Recompute and cache these users' lists from their states; returns them by user."""
         async with self._write_lock:
@@ -139,21 +178,40 @@ class Recommender:
         popular: ranker.Scored,
     ) -> tuple[dict[str, CachedList], dict[str, bytes]]:
         rows = [state.weights() for state in states.values()]
+        unavailable, content = self.unavailable, self.content
         personal = (
             [[]] * len(rows)
             if model is None
-            else ranker.recommend(model, rows, self.settings.cache_size)
+            else ranker.recommend(model, rows, self.settings.cache_size, exclude=unavailable)
         )
         now = time.time()
         lists: dict[str, CachedList] = {}
-        for user_id, row, items in zip(states, rows, personal, strict=True):
-            if items:
+        for (user_id, state), row, items in zip(states.items(), rows, personal, strict=True):
+            little_history = state.event_count <= self.settings.content_max_events
+            similar = (
+                content.recommend_for_profile(row, self.settings.cache_size, exclude=unavailable)
+                if content is not None and little_history
+                else []
+            )
+            if similar:
+                lists[user_id] = self.content_list(similar, popular, row, now)
+            elif items:
                 lists[user_id] = CachedList(
                     items=items, source="personal", model_version=model.version, updated_at=now
                 )
             else:
                 lists[user_id] = self.popular_list(popular, row, now)
         return lists, {user_id: encode_list(entry) for user_id, entry in lists.items()}
+
+    def content_list(
+        self, similar: ranker.Scored, popular: ranker.Scored, seen: Iterable[str], now: float
+    ) -> CachedList:
+        """For users with little history: items like theirs, blended with what is popular."""
+        trending = self.popular_list(popular, seen, now)["items"]
+        items = blend(similar, trending, self.settings.content_weight, self.settings.cache_size)
+        return CachedList(
+            items=items, source="content", model_version=self.model_version, updated_at=now
+        )
 
     def popular_list(
         self,
@@ -164,7 +222,8 @@ class Recommender:
     ) -> CachedList:
         """Popular items the user has not seen, scored by their decayed weight now."""
         half_life = half_life or self.settings.popularity_half_life
-        items = ranker.popular_excluding(popular, set(seen), self.settings.cache_size)
+        hidden = self.unavailable.union(seen)
+        items = ranker.popular_excluding(popular, hidden, self.settings.cache_size)
         return CachedList(
             items=[(item, ranker.decayed_value(score, now, half_life)) for item, score in items],
             source="popular",

@@ -55,11 +55,13 @@ class Settings:
     redis_prefix: str = "recsys"
     events_topic: str = "user-actions"
     dead_letter_topic: str = "user-actions-dlq"
+    items_topic: str = "items"
     events_retention_ms: int = -1
     partitions: int = 8
     store: str = "rocksdb://"
     data_dir: str = ".data/worker"
     web_host: str = "127.0.0.1"
+    web_bind: str = ""
     web_port: int = 6066
     action_weights: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict(DEFAULT_ACTION_WEIGHTS))
@@ -81,10 +83,17 @@ class Settings:
     popularity_half_life: float = 7 * 24 * 3600.0
     trending_half_lives: str = "3600,86400"
     max_events_per_request: int = 1000
+    max_items_per_request: int = 1000
+    content_max_events: int = 3
+    content_weight: float = 0.7
     max_body_bytes: int = 1024 * 1024
     max_id_length: int = 256
     max_future_skew: float = 24 * 3600.0
     produce_timeout: float = 10.0
+    session_timeout: float = 10.0
+    body_read_timeout: float = 10.0
+    api_key: str = field(default="", repr=False)
+    api_key_for_reads: bool = False
 
     def weight(self, action: str) -> float:
         """The weight an action adds to a user-item interaction."""

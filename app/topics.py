@@ -29,7 +29,19 @@ dead_letters = app.topic(
 )
 """Messages from ``user-actions`` that could not be processed, with the reason in a header."""
 
-ALL_TOPICS = (user_actions, dead_letters)
+items = app.topic(
+    settings.items_topic,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.partitions,
+    internal=True,
+    compacting=True,
+)
+"""The item catalogue, keyed by item id: the latest record of each item is kept for good."""
+
+ALL_TOPICS = (user_actions, dead_letters, items)
 
 _partitioner = DefaultPartitioner()
 

@@ -177,9 +177,12 @@ class LeaseLost(RuntimeError):
 
 async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
     topic = changelog_topic(trainer.settings)
+    parent = os.getppid()
     while True:  # the worker creates the changelog topic when its table starts
         if topic in await consumer.topics():
             break
+        if os.getppid() != parent:
+            raise SystemExit("the worker that started this trainer is gone")
         await asyncio.sleep(1)
     assigned = [TopicPartition(topic, p) for p in range(trainer.settings.partitions)]
     consumer.assign(assigned)
@@ -187,7 +190,6 @@ async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
     ends = await consumer.end_offsets(assigned)
     caught_up = False
     next_step = 0.0
-    parent = os.getppid()
     while True:
         batches = await consumer.getmany(timeout_ms=200, max_records=5000)
         for records in batches.values():

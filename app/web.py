@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+import aiohttp
 import orjson
+from aiohttp.web import StreamResponse  # what view.error returns; faust.web.Response is not
 from aiokafka.errors import KafkaError
 from faust import web
+from faust.types import TopicT
 from redis.exceptions import RedisError
 from yarl import URL
 
 from app import ranker
 from app.agents import recommender
+from app.catalogue import parse_items, to_json
 from app.events import InvalidEvent, identifier, parse_request
 from app.faust_app import app, models, settings, store
 from app.models import COUNT, LAST_AT, WEIGHT
+from app.redis_recovery import redis_recovery
 from app.tables import user_state
-from app.topics import partition_for, user_actions
+from app.topics import items, partition_for, user_actions
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -54,12 +60,46 @@ async def _owner_response(
     ):
         return None
     target = request.url.with_host(owner_url.host).with_port(owner_url.port)
-    async with app.http_client.request(request.method, target, headers=request.headers) as reply:
-        return view.text(await reply.text(), content_type=reply.content_type, status=reply.status)
+    try:
+        async with app.http_client.request(
+            request.method, target, headers=request.headers
+        ) as reply:
+            return view.text(
+                await reply.text(), content_type=reply.content_type, status=reply.status
+            )
+    except aiohttp.ClientError as error:
+        # The owner died or is moving: the group reassigns its partitions within seconds.
+        return _service_unavailable(view, f"the worker holding this user is unreachable: {error}")
 
 
 def _service_unavailable(view: web.View, reason: str) -> web.Response:
     return view.error(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+
+async def _read_json(view: web.View, request: web.Request) -> Any:
+    """The request's JSON body, or the 4xx response that says why there is none."""
+    if (request.content_length or 0) > settings.max_body_bytes:
+        return view.error(413, f"body: larger than {settings.max_body_bytes} bytes")
+    body = await request.read()
+    if len(body) > settings.max_body_bytes:
+        return view.error(413, f"body: larger than {settings.max_body_bytes} bytes")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        return view.error(400, f"body: not valid JSON: {error}")
+
+
+async def _produce(
+    view: web.View, topic: TopicT, messages: list[tuple[bytes, bytes]], what: str
+) -> web.Response:
+    """202 once Kafka acknowledged every message; 503 with Retry-After when it did not."""
+    try:
+        async with asyncio.timeout(settings.produce_timeout):
+            pending = [await topic.send(key=key, value=value) for key, value in messages]
+            await asyncio.gather(*pending)
+    except (TimeoutError, KafkaError) as error:
+        return _service_unavailable(view, f"Kafka did not acknowledge the {what}: {error!r}")
+    return view.json({"accepted": len(messages)}, status=202)
 
 
 @app.page("/events")
@@ -67,29 +107,31 @@ class Events(web.View):
     """``POST /events``: one event or ``{"events": [...]}``; 202 once Kafka acknowledged all."""
 
     async def post(self, request: web.Request) -> web.Response:
-        if (request.content_length or 0) > settings.max_body_bytes:
-            return self.error(413, f"body: larger than {settings.max_body_bytes} bytes")
-        body = await request.read()
-        if len(body) > settings.max_body_bytes:
-            return self.error(413, f"body: larger than {settings.max_body_bytes} bytes")
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            return self.error(400, f"body: not valid JSON: {error}")
+        payload = await _read_json(self, request)
+        if isinstance(payload, StreamResponse):
+            return payload
         try:
             actions = parse_request(payload, settings, time.time())
         except InvalidEvent as error:
             return self.error(400, "invalid event", **error.as_dict())
+        messages = [(action.user_id.encode(), action.dumps()) for action in actions]
+        return await _produce(self, user_actions, messages, "events")
+
+
+@app.page("/items")
+class Items(web.View):
+    """``POST /items``: one item or ``{"items": [...]}`` into the catalogue, via topic ``items``."""
+
+    async def post(self, request: web.Request) -> web.Response:
+        payload = await _read_json(self, request)
+        if isinstance(payload, StreamResponse):
+            return payload
         try:
-            async with asyncio.timeout(settings.produce_timeout):
-                pending = [
-                    await user_actions.send(key=action.user_id.encode(), value=action.dumps())
-                    for action in actions
-                ]
-                await asyncio.gather(*pending)
-        except (TimeoutError, KafkaError) as error:
-            return _service_unavailable(self, f"Kafka did not acknowledge the events: {error!r}")
-        return self.json({"accepted": len(actions)}, status=202)
+            records = parse_items(payload, settings.max_items_per_request, settings.max_id_length)
+        except InvalidEvent as error:
+            return self.error(400, "invalid item", **error.as_dict())
+        messages = [(record.item_id.encode(), to_json(record)) for record in records]
+        return await _produce(self, items, messages, "items")
 
 
 @app.page("/recommend/{user_id}")
@@ -102,8 +144,10 @@ class Recommend(web.View):
         except InvalidEvent as error:
             return self.error(400, f"user id: {error.problem}")
         n = _count(self, request, 10)
-        if isinstance(n, web.Response):
+        if isinstance(n, StreamResponse):
             return n
+        exclude = {item for item in request.query.get("exclude", "").split(",") if item}
+        category = request.query.get("category") or None
         try:
             entry = await store.get_list(user_id)
             if entry is not None and entry["model_version"] != recommender.model_version:
@@ -113,12 +157,15 @@ class Recommend(web.View):
                 if routed is not None:
                     return routed
                 entry = await recommender.recommend_now(user_id)
-        except (RedisError, OSError) as error:
-            return _service_unavailable(self, f"Redis unavailable: {error}")
+        except (RedisError, OSError):
+            entry = redis_recovery.list_without_redis(user_id)
         return self.json(
             {
                 "user_id": user_id,
-                "items": [{"item_id": item, "score": score} for item, score in entry["items"][:n]],
+                "items": [
+                    {"item_id": item, "score": score}
+                    for item, score in recommender.visible(entry["items"], exclude, category)[:n]
+                ],
                 "source": entry["source"],
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
@@ -164,7 +211,7 @@ class Popular(web.View):
 
     async def get(self, request: web.Request) -> web.Response:
         n = _count(self, request, 10)
-        if isinstance(n, web.Response):
+        if isinstance(n, StreamResponse):
             return n
         raw = request.query.get("half_life", f"{settings.popularity_half_life:g}")
         try:
@@ -176,8 +223,8 @@ class Popular(web.View):
             return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
         try:
             ranked = await store.popular(n, half_life)
-        except (RedisError, OSError) as error:
-            return _service_unavailable(self, f"Redis unavailable: {error}")
+        except (RedisError, OSError):
+            ranked = redis_recovery.last_popular(half_life)[:n]
         entry = recommender.popular_list(ranked, (), time.time(), half_life)
         return self.json(
             {
@@ -189,7 +236,8 @@ class Popular(web.View):
 
 @app.page("/similar/{item_id}")
 class Similar(web.View):
-    """``GET /similar/{item_id}?n=10``: items closest by cosine of their ALS factors."""
+    """``GET /similar/{item_id}?n=10``: items closest by cosine of their ALS factors, or of
+    their catalogue content (TF-IDF) while they have no factors yet."""
 
     async def get(self, request: web.Request, item_id: str) -> web.Response:
         try:
@@ -197,20 +245,25 @@ class Similar(web.View):
         except InvalidEvent as error:
             return self.error(400, f"item id: {error.problem}")
         n = _count(self, request, 10)
-        if isinstance(n, web.Response):
+        if isinstance(n, StreamResponse):
             return n
-        model = recommender.model
-        if model is None or item_id not in model.item_positions:
-            return self.error(404, f"item {item_id!r} has no factors yet")
+        model, content = recommender.model, recommender.content
+        if model is not None and item_id in model.item_positions:
+            ranked = ranker.similar_items(model, item_id, n + len(recommender.unavailable))
+            source = "factors"
+        elif content is not None and item_id in content.item_positions:
+            ranked, source = content.similar(item_id, n), "content"
+        else:
+            return self.error(404, f"item {item_id!r} has neither factors nor catalogue content")
         return self.json(
             {
                 "item_id": item_id,
                 "items": [
                     {"item_id": other, "score": score}
-                    for other, score in ranker.similar_items(model, item_id, n)
+                    for other, score in recommender.visible(ranked, (), None)[:n]
                 ],
-                "source": "factors",
-                "model_version": model.version,
+                "source": source,
+                "model_version": recommender.model_version,
             }
         )
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start or stop one local worker in the background: scripts/worker.sh start|stop|status
+# Start or stop one local worker in the background: scripts/worker.sh start|stop|status,
+# or stop every local worker: scripts/worker.sh stop-all
 # Knobs: DATA_DIR (default .data), RECSYS_WEB_PORT (default 6066), HEALTH_TIMEOUT (seconds, 180).
 set -euo pipefail
 
@@ -58,9 +59,19 @@ stop() {
   rm -f "$PID_FILE"
 }
 
+stop_all() {
+  local pid_file
+  for pid_file in "$DATA_DIR"/run/worker-*.pid; do
+    [ -e "$pid_file" ] || continue
+    pid_file="${pid_file##*/worker-}"
+    RECSYS_WEB_PORT="${pid_file%.pid}" "$0" stop
+  done
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  stop-all) stop_all ;;
   status) if running; then echo "$NAME: running"; else echo "$NAME: stopped"; fi ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|stop-all" >&2; exit 2 ;;
 esac

@@ -44,6 +44,7 @@ class Worker:
     url: str
     env: dict[str, str]
     log_path: Path
+    process: subprocess.Popen | None = None
 
     @property
     def topic(self) -> str:
@@ -97,6 +98,16 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
     """A worker process with these settings, healthy before the block and stopped after it."""
     if not _services_reachable():
         pytest.fail("Kafka and Redis must run for integration tests: `make test` starts them")
+    # Topics first, as `make up` does: a worker that subscribes before its topic exists may not
+    # see it until its next metadata refresh, minutes later.
+    subprocess.run(
+        [sys.executable, "-m", "app", "create-topics"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker", "-l", "info"],
@@ -105,7 +116,7 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    started = Worker(f"http://127.0.0.1:{env['RECSYS_WEB_PORT']}", env, log_path)
+    started = Worker(f"http://127.0.0.1:{env['RECSYS_WEB_PORT']}", env, log_path, process)
     try:
         _wait_healthy(started, process, timeout=120)
         yield started

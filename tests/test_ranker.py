@@ -147,3 +147,10 @@ def test_similar_items_are_ordered_by_cosine_and_exclude_the_item_itself(model):
     )[:5]
     assert [i for i, _ in similar] == [i for i, _ in expected]
     assert [s for _, s in similar] == pytest.approx([s for _, s in expected], rel=1e-5)
+
+
+def test_excluded_items_are_never_recommended(model, rows):
+    [everything] = ranker.recommend(model, [rows[0]], n=len(model.item_ids))
+    banned = {everything[0][0], everything[2][0]}
+    [filtered] = ranker.recommend(model, [rows[0]], n=len(model.item_ids), exclude=banned)
+    assert [item for item, _ in filtered] == [item for item, _ in everything if item not in banned]

@@ -1,0 +1,177 @@
+"""``python -m app replay`` on the real Kafka and Redis: change a weight, replay the raw log, and
+every derived state (tables, popularity, lists, model) equals the recomputation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from redis.asyncio import Redis
+
+from app.model_store import ModelStore, decode_model
+from app.settings import Settings
+from tests.conftest import KAFKA_BOOTSTRAP, REDIS_URL, ROOT, eventually, get_json, worker_env
+from tests.drill_support import (
+    expected_states,
+    random_events,
+    read_states,
+    states_equal,
+    worker_process,
+)
+
+pytestmark = pytest.mark.integration
+
+USERS = range(100)
+NEW_WEIGHTS = "view=3,click=1,purchase=2,return=-2"
+HALF_LIFE = 604800.0
+
+
+async def produce(topic: str, events: list[dict[str, Any]], **send: Any) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            key = send.get("key", event["user_id"].encode())
+            await producer.send(
+                topic, json.dumps(event).encode(), key=key, timestamp_ms=send.get("timestamp_ms")
+            )
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def wait_for_states(http, url: str, expected: dict[str, Any]) -> None:
+    users = sorted(expected)
+
+    async def all_equal():
+        actual = await read_states(http, url, users)
+        return all(states_equal(expected[u], actual[u]) for u in users) or None
+
+    await eventually(all_equal, within=60, interval=0.5)
+
+
+def run_replay(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "replay", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def expected_popularity(events: list[dict[str, Any]], settings: Settings, now: float) -> dict:
+    """Each item's decayed positive weight at ``now``, summed directly."""
+    scores: dict[str, float] = defaultdict(float)
+    for event in events:
+        weight = settings.weight(event["action"])
+        if weight > 0:
+            scores[event["item_id"]] += weight * 2 ** ((event["timestamp"] - now) / HALF_LIFE)
+    return scores
+
+
+async def model_events(redis: Redis, prefix: str) -> int | None:
+    """How many events the published model was fitted on (None before a full fit)."""
+    models = ModelStore(redis, prefix)
+    version = await models.current_version()
+    blob = None if version is None else await models.load(version)
+    if blob is None:
+        return None
+    _, meta = decode_model(blob)
+    return meta["metrics"].get("events")
+
+
+async def test_after_a_weight_change_a_replay_rebuilds_state_popularity_lists_and_model(
+    tmp_path, http
+):
+    events = random_events(2_000, USERS, items=50, seed=21)
+    mis_keyed = random_events(20, USERS, items=50, seed=22)  # re-keyed by the worker
+    env = worker_env(tmp_path)
+    with worker_process(env, tmp_path / "worker.log") as process:
+        await produce(process.worker.topic, events)
+        await produce(process.worker.topic, mis_keyed, key=None)
+        await wait_for_states(http, process.url, expected_states(events + mis_keyed, Settings()))
+
+    new_env = {**env, "RECSYS_ACTION_WEIGHTS": NEW_WEIGHTS}
+    replayed_at = time.time()
+    output = await asyncio.to_thread(run_replay, new_env)
+    assert "2040 records to re-apply" in output  # each mis-keyed message and its re-keyed copy
+
+    new_settings = Settings.from_env({"RECSYS_ACTION_WEIGHTS": NEW_WEIGHTS})
+    with worker_process(new_env, tmp_path / "worker.log") as process:
+        await wait_for_states(http, process.url, expected_states(events + mis_keyed, new_settings))
+
+        redis = Redis.from_url(REDIS_URL)
+        try:
+            fitted_on = await eventually(
+                lambda: model_events_if(redis, process.worker.redis_prefix, 2_020),
+                within=60,
+                interval=0.5,
+            )
+        finally:
+            await redis.aclose()
+        assert fitted_on == 2_020
+
+        _, popular = await get_json(http, f"{process.url}/popular?n=10")
+        expected = expected_popularity(events + mis_keyed, new_settings, time.time())
+        top = sorted(expected, key=expected.get, reverse=True)[:10]
+        assert [entry["item_id"] for entry in popular["items"]] == top
+        assert [entry["score"] for entry in popular["items"]] == pytest.approx(
+            [expected[item] for item in top], rel=1e-4
+        )
+
+        for user in ("user-0", "user-50", "user-99"):
+            _, listed = await get_json(http, f"{process.url}/recommend/{user}")
+            assert listed["updated_at"] > replayed_at
+
+
+async def model_events_if(redis: Redis, prefix: str, events: int) -> int | None:
+    fitted_on = await model_events(redis, prefix)
+    return fitted_on if fitted_on == events else None
+
+
+async def test_a_replay_since_a_time_rebuilds_state_from_the_events_logged_after_it(tmp_path, http):
+    now = time.time()
+    older = random_events(500, USERS, items=50, seed=23)
+    newer = random_events(500, USERS, items=50, seed=24)
+    env = worker_env(tmp_path, RECSYS_RUN_TRAINER="false")
+    with worker_process(env, tmp_path / "worker.log") as process:
+        await produce(process.worker.topic, older, timestamp_ms=int((now - 7200) * 1000))
+        await produce(process.worker.topic, newer, timestamp_ms=int(now * 1000))
+        await wait_for_states(http, process.url, expected_states(older + newer, Settings()))
+
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
+    output = await asyncio.to_thread(run_replay, env, "--since", since)
+    assert "500 records to re-apply" in output
+
+    with worker_process(env, tmp_path / "worker.log") as process:
+        expected = expected_states(newer, Settings())
+        await wait_for_states(http, process.url, expected)
+        only_older = {e["user_id"] for e in older} - {e["user_id"] for e in newer}
+        states = await read_states(http, process.url, sorted(only_older))
+        assert all(state is None for state in states.values())
+
+
+async def test_the_raw_log_is_kept_forever_so_it_can_be_replayed(worker):
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, worker.topic, {"retention.ms": None})]
+        )
+    finally:
+        await admin.close()
+    [(_, _, _, _, entries)] = response.resources
+    assert {entry[0]: entry[1] for entry in entries}["retention.ms"] == "-1"

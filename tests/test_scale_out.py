@@ -1,0 +1,80 @@
+"""Two workers of one deployment on the real Kafka and Redis: they split the partitions, any
+worker answers for any user, one trainer publishes one model, and a survivor takes over."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import eventually, free_port, get_json, post_json, running_worker, worker_env
+from tests.test_pipeline import seed_history
+
+pytestmark = pytest.mark.integration
+
+FAILOVER_LIMIT = 45.0  # session timeout 10 s + rebalance + standby promotion, with margin
+
+
+def expected_counts(events: list[dict]) -> Counter:
+    return Counter(event["user_id"] for event in events)
+
+
+async def all_counted(http, url: str, counts: Counter) -> bool:
+    for user_id, count in counts.items():
+        status, body = await get_json(http, f"{url}/users/{user_id}")
+        if status != 200 or body["event_count"] != count:
+            return False
+    return True
+
+
+async def test_two_workers_share_users_one_model_and_survive_a_kill(tmp_path, http):
+    for folder in ("w1", "w2"):
+        (tmp_path / folder).mkdir()
+    first_env = worker_env(tmp_path / "w1")
+    second_env = {
+        **first_env,
+        "RECSYS_WEB_PORT": str(free_port()),
+        "RECSYS_DATA_DIR": str(tmp_path / "w2" / "data"),
+    }
+    events = seed_history()
+    with (
+        running_worker(first_env, tmp_path / "w1.log") as first,
+        running_worker(second_env, tmp_path / "w2.log") as second,
+    ):
+        assert (await post_json(http, f"{second.url}/events", {"events": events}))[0] == 202
+        counts = expected_counts(events)
+
+        async def both_answer_for_everyone():
+            everywhere = [await all_counted(http, w.url, counts) for w in (first, second)]
+            return True if all(everywhere) else None
+
+        await eventually(both_answer_for_everyone, within=60, interval=0.5)
+
+        async def one_model_everywhere():
+            versions = {
+                (await get_json(http, f"{w.url}/health"))[1]["model_version"]
+                for w in (first, second)
+            }
+            return versions if len(versions) == 1 and None not in versions else None
+
+        await eventually(one_model_everywhere, within=30, interval=0.5)
+        logs = (tmp_path / "w1.log").read_text() + (tmp_path / "w2.log").read_text()
+        active = [line for line in logs.splitlines() if line.rstrip().endswith(" active")]
+        assert len(active) == 1, "one trainer per deployment; the other waits on the lease"
+
+        killed_at = time.monotonic()
+        second.process.send_signal(signal.SIGKILL)
+        during = [
+            {"user_id": f"failover-{n % 7}", "item_id": f"f{n}", "action": "click"}
+            for n in range(70)
+        ]
+        assert (await post_json(http, f"{first.url}/events", {"events": during}))[0] == 202
+        counts += expected_counts(during)
+
+        async def survivor_has_everyone():
+            return True if await all_counted(http, first.url, counts) else None
+
+        await eventually(survivor_has_everyone, within=FAILOVER_LIMIT, interval=0.5)
+        print(f"failover: survivor served every user in {time.monotonic() - killed_at:.1f} s")
