@@ -1,8 +1,10 @@
 """Two workers of one deployment on the real Kafka and Redis: they split the partitions, any
-worker answers for any user, one trainer publishes one model, and a survivor takes over."""
+worker answers for any user, one trainer publishes one model (and a retrain reaches both
+without a restart), and a survivor takes over."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections import Counter
@@ -59,9 +61,16 @@ async def test_two_workers_share_users_one_model_and_survive_a_kill(tmp_path, ht
             }
             return versions if len(versions) == 1 and None not in versions else None
 
-        await eventually(one_model_everywhere, within=30, interval=0.5)
+        [before] = await eventually(one_model_everywhere, within=30, interval=0.5)
+        assert (await post_json(http, f"{first.url}/admin/retrain", {}))[0] == 202
+
+        async def both_switched():
+            versions = await one_model_everywhere()
+            return versions if versions and before not in versions else None
+
+        await eventually(both_switched, within=30, interval=0.5)
         logs = (tmp_path / "w1.log").read_text() + (tmp_path / "w2.log").read_text()
-        active = [line for line in logs.splitlines() if line.rstrip().endswith(" active")]
+        active = re.findall(r"trainer \S+ active", logs)
         assert len(active) == 1, "one trainer per deployment; the other waits on the lease"
 
         killed_at = time.monotonic()
