@@ -7,7 +7,7 @@ WORKERS ?= 1
 PORTS := $(shell seq $(or $(RECSYS_WEB_PORT),6066) $$(( $(or $(RECSYS_WEB_PORT),6066) + $(WORKERS) - 1 )))
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: run up down test lint format services topics feed clean-data
+.PHONY: run up down test lint format services topics feed browser clean-data
 
 $(BIN)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
@@ -55,8 +55,18 @@ format: $(BIN)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Lint, then unit tests and integration tests against a real Kafka and Redis
-test: lint services
+## Headless Chromium and its WebDriver for the demo page's browser test (Debian packages)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "The browser test needs chromium and chromedriver: sudo apt-get install chromium chromium-driver"; \
+		exit 1; \
+	fi
+
+## Lint, then unit tests and integration tests against a real Kafka and Redis and a browser
+test: lint services browser
 	$(BIN)/pytest -q
 
 ## Remove all local data (stop first with 'make down')

@@ -16,10 +16,10 @@ import orjson
 from faust.types import EventT, StreamT
 from redis.exceptions import RedisError
 
+from app import metrics
 from app.catalogue import parse_item
 from app.events import InvalidEvent, decode_message
 from app.faust_app import app, catalogue, models, settings, store
-from app.metrics import counters
 from app.models import empty_state
 from app.recommender import Recommender
 from app.tables import TableStates, user_state
@@ -58,7 +58,7 @@ async def apply_event(event: EventT) -> None:
         origin = _origin(_headers(event))
     except InvalidEvent as error:
         log.warning("dead-lettered %s:%s: %s", message.partition, message.offset, error)
-        counters.dead_lettered[error.field] += 1
+        metrics.dead_lettered.labels(error.field).inc()
         await dead_letters.send(
             key=event.key,
             value=event.value,
@@ -73,7 +73,7 @@ async def apply_event(event: EventT) -> None:
         # Produced with a missing or foreign key, or by a client whose partitioner differs
         # (kcat's default): move it where the user's state lives, remembering the original.
         forwarded_from = origin or (message.partition, message.offset)
-        counters.rekeyed += 1
+        metrics.rekeyed.inc()
         await user_actions.send(
             key=key,
             value=event.value,
@@ -86,13 +86,13 @@ async def apply_event(event: EventT) -> None:
         # the changelog never got it (killed before the flush), and only the changelog survives
         # the loss of the data folder. Faust commits this offset only after that write.
         user_state[key] = state
-        counters.duplicates_skipped += 1
+        metrics.duplicates_skipped.inc()
         return
     weight = settings.weight(action.action)
     state = state.with_action(action, weight, message.offset, origin)
     user_state[key] = state
-    counters.applied += 1
-    recommender.record(action, weight, state)
+    metrics.events_processed.labels(action.action).inc()
+    recommender.record(action, weight, state, message.timestamp)
 
 
 @app.task

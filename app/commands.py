@@ -13,6 +13,7 @@ from faust.cli import AppCommand, argument, option
 
 from app import agents, web  # noqa: F401 - registers the agents, timers and views
 from app import evaluate_command as _evaluate  # noqa: F401 - registers the evaluate command
+from app import page as _page  # noqa: F401 - registers the demo page at /
 from app import replay as _replay  # noqa: F401 - registers replay and its catch-up timer
 from app import streaming_eval_command as _streaming  # noqa: F401 - registers streaming-eval
 from app.faust_app import app, models, settings

@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from app.cache import RecommendationStore
 from app.catalogue_store import CatalogueStore
+from app.logs import logging_config
 from app.model_store import ModelStore
 from app.security import request_guard
 from app.settings import Settings
@@ -26,6 +27,7 @@ app = faust.App(
     producer_acks=-1,
     producer_linger=0.005,
     autodiscover=False,
+    logging_config=logging_config(f"{settings.app_id}:{settings.web_port}"),
     # A worker killed without leaving its group holds its partitions this long (Faust: 60 s).
     broker_session_timeout=settings.session_timeout,
     web_application_options={

@@ -1,45 +1,93 @@
-"""What the stream did with the messages it read, counted per worker and served at ``/metrics``.
+"""This worker's operational metrics, in the Prometheus registry served at ``GET /metrics``.
 
-The counts start at zero when the worker starts, like any process metric; the dead-letter
-topic itself keeps every refused message. A message re-delivered after a crash is counted again
-when it is read again: ``duplicates_skipped`` is how many such re-deliveries changed nothing.
+The counts start at zero when the worker starts, like any process metric; the dead-letter topic
+itself keeps every refused message. A message re-delivered after a crash is counted again when it
+is read again: ``recsys_duplicates_skipped_total`` is how many such re-deliveries changed nothing.
+No Faust import here, so the recommender (used by benchmarks without a worker) can record too.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from collections import OrderedDict, deque
+from collections.abc import Iterable
 
-from faust import web
+from prometheus_client import Counter, Gauge, Histogram, Info
 
-from app.faust_app import app
+events_accepted = Counter(
+    "recsys_events_accepted", "Events acknowledged by Kafka for POST /events.", ["action"]
+)
+events_invalid = Counter("recsys_events_invalid", "Events refused by POST /events with a 400.")
+events_processed = Counter(
+    "recsys_events_processed", "Events applied to a user's state by the stream.", ["action"]
+)
+dead_lettered = Counter(
+    "recsys_events_dead_lettered",
+    "Messages sent to the dead-letter topic, by the field at fault.",
+    ["field"],
+)
+duplicates_skipped = Counter(
+    "recsys_duplicates_skipped", "Re-delivered messages recognised as already applied."
+)
+rekeyed = Counter("recsys_events_rekeyed", "Messages moved to their user's partition.")
+fold_in_batch_size = Histogram(
+    "recsys_fold_in_batch_size",
+    "Users whose lists one fold-in recomputed.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
+)
+fold_in_seconds = Histogram(
+    "recsys_fold_in_seconds",
+    "Time to recompute and write one batch of lists.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+freshness_seconds = Histogram(
+    "recsys_freshness_seconds",
+    "From an event's Kafka timestamp to its user's new list written to Redis.",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+)
+model = Info("recsys_model", "The model version this worker serves.")
+retrain_seconds = Gauge("recsys_retrain_seconds", "Fit time of the model this worker serves.")
+cache_requests = Counter(
+    "recsys_cache_requests",
+    "GET /recommend answered from Redis (hit) or computed (miss).",
+    ["result"],
+)
+live_hits = Counter(
+    "recsys_live_hits", "Positive events whose item was in the user's cached top 10 before it."
+)
+live_trials = Counter(
+    "recsys_live_trials", "Positive events of users with a top 10 written by this worker."
+)
+live_hit_rate = Gauge(
+    "recsys_live_hit_rate_at_10", "HR@10 over the last LIVE_WINDOW live trials (test, then learn)."
+)
+LIVE_WINDOW = 1000
+TOP_K = 10
 
 
-@dataclass
-class StreamCounters:
-    applied: int = 0
-    duplicates_skipped: int = 0
-    rekeyed: int = 0
-    dead_lettered: Counter[str] = field(default_factory=Counter)
-    """By the field at fault, as named in the ``x-recsys-error`` header."""
+class LiveHitRate:
+    """Test-then-learn HR@10: before an event is applied, was its item in the top 10 this worker
+    last wrote for the user? Bounded (least recently written users are forgotten)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "duplicates_skipped": self.duplicates_skipped,
-            "rekeyed": self.rekeyed,
-            "dead_lettered": sum(self.dead_lettered.values()),
-            "dead_lettered_by_field": dict(self.dead_lettered),
-        }
+    def __init__(self, max_users: int = 100_000) -> None:
+        self.max_users = max_users
+        self._top: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._window: deque[bool] = deque(maxlen=LIVE_WINDOW)
 
+    def written(self, user_id: str, items: Iterable[str]) -> None:
+        """Remember the top 10 of a list just written for this user."""
+        self._top[user_id] = frozenset(items)
+        self._top.move_to_end(user_id)
+        if len(self._top) > self.max_users:
+            self._top.popitem(last=False)
 
-counters = StreamCounters()
-
-
-@app.page("/metrics")
-class Metrics(web.View):
-    """``GET /metrics``: this worker's stream counters (an admin read when a key is set)."""
-
-    async def get(self, request: web.Request) -> web.Response:
-        return self.json(counters.as_dict())
+    def test(self, user_id: str, item_id: str) -> None:
+        """Score one positive event against the user's last written top 10, if there is one."""
+        top = self._top.get(user_id)
+        if top is None:
+            return
+        hit = item_id in top
+        live_trials.inc()
+        if hit:
+            live_hits.inc()
+        self._window.append(hit)
+        live_hit_rate.set(sum(self._window) / len(self._window))

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
 
-from app import ranker
+from app import metrics, ranker
 from app.cache import CachedList, RecommendationStore, encode_list
 from app.catalogue import ContentIndex, blend
 from app.catalogue_store import CatalogueStore
@@ -57,6 +57,8 @@ class Recommender:
         self.categories: Mapping[str, tuple[str, ...]] = {}
         self._catalogue_version = 0
         self._touched: dict[str, UserState] = {}
+        self._since: dict[str, float] = {}
+        self.live = metrics.LiveHitRate()
         self._stale: dict[str, None] = {}
         self._popularity: dict[float, dict[str, float]] = {hl: {} for hl in settings.half_lives}
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
@@ -66,11 +68,17 @@ class Recommender:
     def model_version(self) -> str | None:
         return None if self.model is None else self.model.version
 
-    def record(self, action: UserAction, weight: float, state: UserState) -> None:
+    def record(
+        self, action: UserAction, weight: float, state: UserState, received_at: float | None
+    ) -> None:
         """Note an applied event and the user's new state: the user needs a new list, the
-        item gains popularity. Keeping the state saves the tick a table read per user."""
+        item gains popularity. Keeping the state saves the tick a table read per user; the
+        earliest unflushed Kafka timestamp (seconds) per user measures freshness."""
         self._touched[action.user_id] = state
+        if received_at is not None:
+            self._since.setdefault(action.user_id, received_at)
         if weight > 0:
+            self.live.test(action.user_id, action.item_id)
             for half_life in self._popularity:
                 score = ranker.decayed_log_score(weight, action.timestamp, half_life)
                 self._add_popularity(half_life, action.item_id, score)
@@ -97,6 +105,7 @@ class Recommender:
         popularity = self._popularity
         self._popularity = {half_life: {} for half_life in popularity}
         states, self._touched = self._touched, {}
+        since, self._since = self._since, {}
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):
             del self._stale[user_id]
             if user_id not in states and (state := self.states.get(user_id)) is not None:
@@ -107,12 +116,17 @@ class Recommender:
             if states:
                 await self.refresh(states)
         except Exception:
+            for user_id, received_at in since.items():
+                self._since.setdefault(user_id, received_at)
             for half_life, scores in popularity.items():
                 for item_id, score in scores.items():
                     self._add_popularity(half_life, item_id, score)
             for user_id, state in states.items():
                 self._touched.setdefault(user_id, state)
             raise
+        written = time.time()
+        for received_at in since.values():
+            metrics.freshness_seconds.observe(max(0.0, written - received_at))
 
     async def sync_model(self) -> bool:
         """Switch to the published current model if it changed; returns whether it did."""
@@ -125,6 +139,9 @@ class Recommender:
         loop = asyncio.get_running_loop()
         model, meta = await loop.run_in_executor(self._solver, decode_model, blob)
         self.model = model
+        metrics.model.info({"version": version})
+        if "fit_seconds" in meta["metrics"]:
+            metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
         log.info("serving model %s: %s", version, meta["metrics"])
         return True
 
@@ -162,6 +179,7 @@ class Recommender:
     async def refresh(self, states: Mapping[str, UserState]) -> dict[str, CachedList]:
         """Recompute and cache these users' lists from their states; returns them by user."""
         async with self._write_lock:
+            started = time.perf_counter()
             popular = await self.store.popular(
                 self.settings.cache_size * 3, self.settings.popularity_half_life
             )
@@ -169,6 +187,10 @@ class Recommender:
                 self._solver, self._compute_lists, self.model, states, popular
             )
             await self.store.put_lists(encoded)
+            metrics.fold_in_seconds.observe(time.perf_counter() - started)
+            metrics.fold_in_batch_size.observe(len(lists))
+            for user_id, entry in lists.items():
+                self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
             return lists
 
     def _compute_lists(

@@ -29,6 +29,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/health"})
 PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/items")
 """The read API. Any other path a GET reaches (Faust's built-in pages) counts as admin."""
+PUBLIC_READ_PATHS = frozenset({"/"})
+"""Public reads matched exactly: the demo page (as a prefix, "/" would open every path)."""
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -49,9 +51,12 @@ def key_matches(presented: str | None, expected: str) -> bool:
 
 
 def is_public_read(method: str, path: str) -> bool:
-    return method in SAFE_METHODS and any(
-        path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
-        for prefix in PUBLIC_READ_PREFIXES
+    return method in SAFE_METHODS and (
+        path in PUBLIC_READ_PATHS
+        or any(
+            path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
+            for prefix in PUBLIC_READ_PREFIXES
+        )
     )
 
 

@@ -15,7 +15,7 @@ from faust.types import TopicT
 from redis.exceptions import RedisError
 from yarl import URL
 
-from app import ranker
+from app import metrics, ranker
 from app.agents import recommender
 from app.catalogue import parse_items, to_json
 from app.events import InvalidEvent, identifier, parse_request
@@ -113,9 +113,14 @@ class Events(web.View):
         try:
             actions = parse_request(payload, settings, time.time())
         except InvalidEvent as error:
+            metrics.events_invalid.inc()
             return self.error(400, "invalid event", **error.as_dict())
         messages = [(action.user_id.encode(), action.dumps()) for action in actions]
-        return await _produce(self, user_actions, messages, "events")
+        response = await _produce(self, user_actions, messages, "events")
+        if response.status == 202:
+            for action in actions:
+                metrics.events_accepted.labels(action.action).inc()
+        return response
 
 
 @app.page("/items")
@@ -150,6 +155,7 @@ class Recommend(web.View):
         category = request.query.get("category") or None
         try:
             entry = await store.get_list(user_id)
+            metrics.cache_requests.labels("miss" if entry is None else "hit").inc()
             if entry is not None and entry["model_version"] != recommender.model_version:
                 recommender.mark_stale(user_id)
             if entry is None:

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 import pytest_asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -173,6 +174,19 @@ async def eventually(
 async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
     async with http.get(url) as response:
         return response.status, await response.json()
+
+
+async def get_metric(http: aiohttp.ClientSession, url: str, name: str, **labels: str) -> float:
+    """The sum of the samples named ``name`` (with these labels) at the worker's ``/metrics``."""
+    async with http.get(f"{url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def post_json(http: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:

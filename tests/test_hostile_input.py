@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from yarl import URL
 
-from tests.conftest import KAFKA_BOOTSTRAP, REDIS_URL, eventually, get_json, worker_env
+from tests.conftest import KAFKA_BOOTSTRAP, REDIS_URL, eventually, get_json, get_metric, worker_env
 from tests.drill_support import WorkerProcess, worker_process
 
 pytestmark = pytest.mark.integration
@@ -229,7 +229,8 @@ async def test_malformed_kafka_messages_are_dead_lettered_with_the_reason_and_co
         (json.dumps(event(user_id="u" * 300)).encode(), [], "user_id: is 300 characters"),
         (json.dumps(event()).encode(), [("x-recsys-origin", b"junk")], "x-recsys-origin:"),
     ]
-    _, counted_before = await get_json(http, f"{target.url}/metrics")
+    dead_lettered = "recsys_events_dead_lettered_total"
+    counted_before = await get_metric(http, target.url, dead_lettered)
     producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP)
     await producer.start()
     try:
@@ -247,8 +248,8 @@ async def test_malformed_kafka_messages_are_dead_lettered_with_the_reason_and_co
         return body if status == 200 else None
 
     assert (await eventually(applied, within=10))["event_count"] == 1
-    _, counted = await get_json(http, f"{target.url}/metrics")
-    assert counted["dead_lettered"] - counted_before["dead_lettered"] == len(malformed)
+    counted = await get_metric(http, target.url, dead_lettered)
+    assert counted - counted_before == len(malformed)
 
     consumer = AIOKafkaConsumer(
         worker.dead_letter_topic, bootstrap_servers=KAFKA_BOOTSTRAP, auto_offset_reset="earliest"

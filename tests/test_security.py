@@ -132,3 +132,11 @@ def test_keys_are_compared_whole_and_exactly():
 
 def test_health_never_needs_the_key():
     assert not needs_key(keyed(api_key_for_reads=True), "GET", "/health")
+
+
+def test_the_demo_page_is_a_public_read_but_opens_no_other_path():
+    assert not needs_key(keyed(), "GET", "/")
+    assert needs_key(keyed(api_key_for_reads=True), "GET", "/")
+    assert needs_key(keyed(), "POST", "/")
+    for admin_path in ("/metrics", "/router", "/table/user-state", "/x"):
+        assert needs_key(keyed(), "GET", admin_path), admin_path
