@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
 from app import ranker
+from app.evaluation import als_params
 from app.model_store import ModelStore, decode_model, encode_model
 from app.models import WEIGHT
 from app.settings import Settings
@@ -40,16 +41,6 @@ TICK_SECONDS = 0.5
 def changelog_topic(settings: Settings) -> str:
     """Faust's name for the changelog of the ``user-state`` table."""
     return f"{settings.app_id}-user-state-changelog"
-
-
-def als_params(settings: Settings) -> ranker.AlsParams:
-    return ranker.AlsParams(
-        factors=settings.als_factors,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        iterations=settings.als_iterations,
-        threads=settings.als_threads,
-    )
 
 
 class Trainer:
