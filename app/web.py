@@ -35,7 +35,8 @@ def _user_id(raw: str) -> str:
 
 def _count(view: web.View, request: web.Request, default: int) -> int | web.Response:
     raw = request.query.get("n", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= settings.cache_size:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= settings.cache_size:
         return view.error(400, f"n: must be a whole number from 1 to {settings.cache_size}")
     return int(raw)
 

@@ -204,3 +204,10 @@ async def test_health_reports_ready_with_the_current_model(worker, http, trained
     status, body = await get_json(http, f"{worker.url}/health")
     assert status == 200
     assert body["status"] == "ready" and body["model_version"] is not None
+
+
+@pytest.mark.parametrize("count", ["²", "٣", "-1", "0", "101", "ten", ""])
+async def test_a_count_that_is_not_a_whole_number_in_range_gets_400(worker, http, count):
+    status, body = await get_json(http, f"{worker.url}/recommend/anyone?n={count}")
+    assert status == 400
+    assert body["error"] == "n: must be a whole number from 1 to 100"
