@@ -1,11 +1,17 @@
-"""Freshness: time from an accepted event to its user's updated list in Redis.
+"""Freshness: time from an accepted event to its user's updated list in Redis, idle and under
+steady background loads, and the highest load at which p99 stays under 1 s.
 
-Needs a running worker (``make up``) whose model already knows the bundled sample
-(``make feed``). For each probe, a user's current top item is clicked over HTTP; the probe
-ends when that item has left the user's cached list (the event was applied and the list
-rewritten). Measured idle and under a steady background load, in the same process.
+By default it starts its own worker (unique names, bench/_worker.py), feeds it the bundled
+sample, has the trainer fit on it and waits for personal lists; ``--url``/``--prefix`` use a
+running worker instead (one that knows the sample: ``make feed``). For each probe, a user's
+current top item is clicked over HTTP; the probe ends when that item has left the user's cached
+list (the event was applied and the list rewritten): latency = the list's ``updated_at`` minus
+the time the 202 came back. A probe not done within 10 s counts as infinitely late (a run stops
+once p99 is sure to be over 10 s). Probes run
+idle, then under each background rate (random views of 50,000 synthetic users, 10 batches a
+second over HTTP), all in this process.
 
-    .venv/bin/python bench/freshness.py --probes 200 --load 1000
+    .venv/bin/python bench/freshness.py --rates 250,500,750,1000,1500
 """
 
 from __future__ import annotations
@@ -13,13 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import itertools
 import json
+import math
 import random
 import statistics
 import time
 from pathlib import Path
 
 import aiohttp
+from _worker import OwnWorker, machine
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,16 +82,30 @@ async def probe(
         if top not in (item for item, _ in entry["items"]):
             return entry["updated_at"] - accepted_at, entry["updated_at"] - sent_at, accepted_at
         await asyncio.sleep(0.003)
-    raise TimeoutError(f"{user_id}: no update within 10 s")
+    return math.inf, math.inf, accepted_at
 
 
-async def run_probes(http, redis, args, users: list[str]) -> list[tuple[float, float, float]]:
+async def run_probes(
+    http: aiohttp.ClientSession,
+    redis: Redis,
+    url: str,
+    prefix: str,
+    users: list[str],
+    count: int,
+    rate: float,
+) -> list[tuple[float, float, float]]:
+    """``count`` probes at ``rate`` per second, cycling through ``users``.
+
+    Stops early once more than 1% of ``count`` probes took over 10 s: p99 is then over 10 s
+    whatever the others do."""
     results = []
-    for user_id in users:
-        result = await probe(http, redis, args.url, args.prefix, user_id)
+    for user_id in itertools.islice(itertools.cycle(users), count):
+        result = await probe(http, redis, url, prefix, user_id)
         if result is not None:
             results.append(result)
-        await asyncio.sleep(1 / args.probe_rate)
+        if sum(math.isinf(r[0]) for r in results) > count // 100:
+            break
+        await asyncio.sleep(1 / rate)
     return results
 
 
@@ -114,25 +137,57 @@ def load_sample() -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-async def main(args: argparse.Namespace) -> None:
+async def prepare(url: str, prefix: str, rows: list[dict[str, str]]) -> None:
+    """Feed the sample to a new worker, fit on it, and wait for every user's personal list."""
+    users = sorted({row["user_id"] for row in rows})
+    redis = Redis.from_url("redis://127.0.0.1:6379/0")
+    async with aiohttp.ClientSession() as http:
+        for start in range(0, len(rows), 1000):
+            async with http.post(f"{url}/events", json={"events": rows[start : start + 1000]}):
+                pass
+        await asyncio.sleep(5)  # the first fit starts once data arrives; refit on all of it
+        async with http.post(f"{url}/admin/retrain"):
+            pass
+        await asyncio.sleep(5)
+        while True:
+            for user in users:  # a read of an older model's list re-ranks it on a coming tick
+                async with http.get(f"{url}/recommend/{user}") as response:
+                    await response.read()
+            await asyncio.sleep(1)
+            entries = [
+                json.loads(await redis.get(f"{prefix}:rec:{user}") or "null") for user in users
+            ]
+            if all(entry and entry["source"] == "personal" for entry in entries):
+                break
+    await redis.aclose()
+
+
+async def measure(url: str, prefix: str, args: argparse.Namespace) -> list[dict]:
     rows = load_sample()
     users = sorted({row["user_id"] for row in rows})
     items = sorted({row["item_id"] for row in rows})
     random.Random(7).shuffle(users)
-    half = min(args.probes, len(users) // 2)
     redis = Redis.from_url(args.redis)
     reports = []
     async with aiohttp.ClientSession() as http:
-        idle = await run_probes(http, redis, args, users[:half])
+        idle = await run_probes(http, redis, url, prefix, users, args.probes, args.probe_rate)
         reports.append(summary("idle", idle, 0))
-        stop = asyncio.Event()
-        loader = asyncio.create_task(background_load(http, args.url, args.load, items, stop))
-        await asyncio.sleep(2)
-        loaded = await run_probes(http, redis, args, users[half : 2 * half])
-        stop.set()
-        sent = await loader
-        reports.append(summary("loaded", loaded, args.load))
+        for rate in args.rates:
+            stop = asyncio.Event()
+            loader = asyncio.create_task(background_load(http, url, rate, items, stop))
+            await asyncio.sleep(2)
+            loaded = await run_probes(http, redis, url, prefix, users, args.probes, args.probe_rate)
+            stop.set()
+            sent = await loader
+            report = summary(f"{rate}/s", loaded, rate)
+            report["background_events_sent"] = sent
+            reports.append(report)
+            await asyncio.sleep(args.settle)  # let a backlog drain before the next rate
     await redis.aclose()
+    return reports
+
+
+def print_table(reports: list[dict]) -> str | None:
     header = ("run", "load ev/s", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms")
     print(f"{header[0]:8} {header[1]:>9} {header[2]:>6} " + " ".join(f"{h:>7}" for h in header[3:]))
     for report in reports:
@@ -141,18 +196,49 @@ async def main(args: argparse.Namespace) -> None:
             f"{report['label']:8} {report['background_events_per_s']:>9} {report['probes']:>6} "
             f"{ms['p50']:7.1f} {ms['p95']:7.1f} {ms['p99']:7.1f} {ms['max']:7.1f}"
         )
-    print(f"(accepted = 202 received; background events sent: {sent})")
-    out = ROOT / "bench" / "results" / "freshness.json"
+    under = [
+        r["background_events_per_s"] for r in reports[1:] if r["accepted_to_redis_ms"]["p99"] < 1000
+    ]
+    best = None
+    for report in reports[1:]:  # the highest rate of the unbroken run of passing rates
+        if report["background_events_per_s"] not in under:
+            break
+        best = report["background_events_per_s"]
+    print(f"(accepted = 202 received; highest load with p99 under 1 s: {best} events/s)")
+    return best
+
+
+async def main(args: argparse.Namespace) -> None:
+    started = machine()
+    if args.url:
+        reports = await measure(args.url, args.prefix, args)
+    else:
+        with OwnWorker("freshness") as worker:
+            await prepare(worker.url, worker.prefix, load_sample())
+            reports = await measure(worker.url, worker.prefix, args)
+    best = print_table(reports)
+    out = ROOT / "bench" / "results" / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(reports, indent=2))
+    out.write_text(
+        json.dumps(
+            {"machine": started, "highest_rate_p99_under_1s": best, "runs": reports}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:6066")
+    parser.add_argument("--url", help="a running worker (default: start one of our own)")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--prefix", default="recsys")
-    parser.add_argument("--probes", type=int, default=100, help="probes per run (idle, loaded)")
+    parser.add_argument("--prefix", default="recsys", help="the --url worker's Redis prefix")
+    parser.add_argument("--probes", type=int, default=100, help="probes per run")
     parser.add_argument("--probe-rate", type=float, default=10.0, help="probes per second")
-    parser.add_argument("--load", type=int, default=1000, help="background events per second")
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[250, 500, 750, 1000, 1500],
+        help="background events per second, one run each",
+    )
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds between runs")
+    parser.add_argument("--out", default="freshness.json")
     asyncio.run(main(parser.parse_args()))

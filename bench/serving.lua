@@ -1,0 +1,29 @@
+-- wrk script of bench/serving.py: GET /recommend/{user}?n=10 for users read from USERS
+-- (one id a line), picked at random; done() prints one JSON line for the script.
+-- With RATE set, each of the CONNECTIONS connections waits CONNECTIONS / RATE seconds
+-- between its requests, so together they send about RATE requests a second.
+local rate = tonumber(os.getenv("RATE") or "0")
+local connections = tonumber(os.getenv("CONNECTIONS") or "1")
+local users = {}
+for line in io.lines(os.getenv("USERS")) do users[#users + 1] = line end
+math.randomseed(os.time())
+
+request = function()
+  return wrk.format("GET", "/recommend/" .. users[math.random(#users)] .. "?n=10")
+end
+
+if rate > 0 then
+  delay = function()
+    return 1000 * connections / rate
+  end
+end
+
+done = function(summary, latency, requests)
+  io.write(string.format(
+    'JSON {"requests": %d, "seconds": %.3f, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"latency_ms": {"p50": %.3f, "p90": %.3f, "p99": %.3f, "p99.9": %.3f, "max": %.3f}}\n',
+    summary.requests, summary.duration / 1e6, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(99.9) / 1000, latency.max / 1000))
+end

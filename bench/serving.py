@@ -1,0 +1,102 @@
+"""Serving: ``GET /recommend/{user}?n=10`` latency at a fixed 1,000 requests/s, and the highest
+rate one worker sustains.
+
+Starts its own worker (bench/_worker.py), feeds it the bundled sample and waits until its 200
+users have personal lists in Redis (bench/freshness.py's ``prepare``); every request is then a
+Redis hit for a random one of them. Load comes from wrk (Debian package ``wrk``:
+``apt-get install -y wrk``; bench/serving.lua), one thread, on the same 2 cores:
+
+* **Fixed rate**: 50 connections, each pausing 50 / ``rate`` seconds between its requests
+  (wrk's ``delay()``), so about ``rate`` requests a second (``--rates``, default 1,000). wrk
+  times each request from its send; a stall slows the sending, which the achieved rate shows.
+  (wrk2 would keep a strict schedule but is not packaged for Debian.)
+* **Highest rate**: closed loop, as fast as responses come, with 1, 4 and 16 connections.
+
+    .venv/bin/python bench/serving.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from _worker import RESULTS, ROOT, OwnWorker, machine
+from freshness import load_sample, prepare
+
+LUA = Path(__file__).with_name("serving.lua")
+
+
+def wrk(
+    url: str, users_file: Path, connections: int, seconds: int, rate: int = 0
+) -> dict[str, object]:
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={
+            "USERS": str(users_file),
+            "RATE": str(rate),
+            "CONNECTIONS": str(connections),
+            "PATH": "/usr/bin:/bin",
+        },
+    ).stdout
+    summary = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    return {
+        "target_per_s": rate or None,
+        "connections": connections,
+        "requests_per_s": round(summary["requests"] / summary["seconds"]),
+        **summary,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    report: dict[str, object] = {"machine": machine()}
+    users = sorted({row["user_id"] for row in load_sample()})
+    users_file = RESULTS / "serving-users.txt"
+    users_file.parent.mkdir(parents=True, exist_ok=True)
+    users_file.write_text("\n".join(users) + "\n")
+    with OwnWorker("serving") as worker:
+        await prepare(worker.url, worker.prefix, load_sample())
+        report["fixed_rate"] = [
+            await asyncio.to_thread(wrk, worker.url, users_file, 50, int(args.seconds), rate)
+            for rate in args.rates
+        ]
+        report["closed_loop"] = [
+            await asyncio.to_thread(wrk, worker.url, users_file, c, int(args.seconds))
+            for c in (1, 4, 16)
+        ]
+    out = RESULTS / args.out
+    out.write_text(json.dumps(report, indent=2))
+    print(
+        f"{'target/s':>8} {'conns':>5} {'req/s':>6} {'non-2xx':>7} {'p50 ms':>7} {'p90 ms':>7} "
+        f"{'p99 ms':>7} {'p99.9 ms':>8} {'max ms':>7}"
+    )
+    for run in report["fixed_rate"] + report["closed_loop"]:
+        ms = run["latency_ms"]
+        print(
+            f"{run['target_per_s'] or 'max':>8} {run['connections']:>5} "
+            f"{run['requests_per_s']:>6} {run['non_2xx']:>7} {ms['p50']:7.2f} {ms['p90']:7.2f} "
+            f"{ms['p99']:7.2f} {ms['p99.9']:8.2f} {ms['max']:7.2f}"
+        )
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=[1000],
+        help="fixed request rates, one run each",
+    )
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--out", default="serving.json")
+    asyncio.run(main(parser.parse_args()))
