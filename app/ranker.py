@@ -153,12 +153,15 @@ def recommend(
     if not rows:
         return []
     matrix = model.rows_matrix(rows)
-    n = min(n, len(model.item_ids))
+    # Items whose weights summed to zero (bought, then returned) are seen but not in the
+    # matrix, so implicit cannot filter them: ask for that many more and drop them below.
+    zeroed = max(sum(1 for weight in row.values() if weight == 0.0) for row in rows)
+    wanted, n = min(n + zeroed, len(model.item_ids)), min(n, len(model.item_ids))
     excluded = [model.item_positions[i] for i in exclude if i in model.item_positions]
     ids, scores = model.als.recommend(
         np.arange(len(rows)),
         matrix,
-        N=n,
+        N=wanted,
         filter_already_liked_items=True,
         filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
         recalculate_user=True,
@@ -167,12 +170,16 @@ def recommend(
     valid = (ids >= 0) & (scores > _FILTERED)
     names = model.item_names[np.where(valid, ids, 0)]
     return [
-        list(
-            zip(names[user][valid[user]].tolist(), scores[user][valid[user]].tolist(), strict=True)
-        )
+        [
+            (item, score)
+            for item, score in zip(
+                names[user][valid[user]].tolist(), scores[user][valid[user]].tolist(), strict=True
+            )
+            if item not in row
+        ][:n]
         if known[user]
         else []
-        for user in range(len(rows))
+        for user, row in enumerate(rows)
     ]
 
 

@@ -154,3 +154,12 @@ def test_excluded_items_are_never_recommended(model, rows):
     banned = {everything[0][0], everything[2][0]}
     [filtered] = ranker.recommend(model, [rows[0]], n=len(model.item_ids), exclude=banned)
     assert [item for item, _ in filtered] == [item for item, _ in everything if item not in banned]
+
+
+def test_an_item_whose_weights_cancel_out_is_still_seen(model, rows):
+    [everything] = ranker.recommend(model, [rows[0]], n=len(model.item_ids))
+    returned = everything[0][0]
+    row = {**rows[0], returned: 0.0}
+    [scored] = ranker.recommend(model, [row], n=5)
+    assert returned not in [item for item, _ in scored]
+    assert len(scored) == 5
