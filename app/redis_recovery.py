@@ -63,9 +63,16 @@ class RedisRecovery:
         redis = self.store.redis
         epoch = await redis.get(self.epoch_key)
         if epoch is None:
+            # No token: Redis lost its data, or this deployment is new. On this worker's first
+            # check, popularity already written by its ticks tells the two apart; re-adding
+            # then would count those events twice.
+            first_check = self.epoch is None
+            already_live = first_check and bool(
+                await self.store.popular(1, self.settings.popularity_half_life)
+            )
             await redis.set(self.epoch_key, uuid.uuid4().hex, nx=True)
             epoch = await redis.get(self.epoch_key)
-            lost = True
+            lost = not already_live
         else:
             lost = self.epoch is not None and epoch != self.epoch
         self.epoch = epoch
