@@ -28,8 +28,18 @@ def dumps(report: dict) -> str:
     return _NUMBER_PAIR.sub(r"[\1, \2]", json.dumps(report, indent=2))
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
+    """Progress goes to stderr, so stdout holds only the JSON report."""
     print(message, file=sys.stderr, flush=True)
+
+
+EVENTS_OPTION = option(
+    "--events",
+    "events_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="events CSV or the Online Retail CSV, plain or .gz",
+)
 
 
 def _models(_context: click.Context, _param: click.Parameter, text: str) -> list[str]:
@@ -47,22 +57,16 @@ def run_evaluation(path: str, protocol: str, test_fraction: float, models: list[
     """Read, split, fit and score; the report as a dict."""
     started = time.perf_counter()
     events = read_events(path)
-    _progress(f"read {len(events)} events from {path} ({time.perf_counter() - started:.1f} s)")
+    progress(f"read {len(events)} events from {path} ({time.perf_counter() - started:.1f} s)")
     report = evaluation.evaluate(
-        events, protocol, test_fraction, models, settings, progress=_progress
+        events, protocol, test_fraction, models, settings, progress=progress
     )
-    _progress(f"evaluated in {time.perf_counter() - started:.1f} s")
+    progress(f"evaluated in {time.perf_counter() - started:.1f} s")
     return report
 
 
 @app.command(
-    option(
-        "--events",
-        "events_path",
-        required=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="events CSV or the Online Retail CSV, plain or .gz",
-    ),
+    EVENTS_OPTION,
     option(
         "--protocol",
         type=click.Choice(evaluation.PROTOCOLS),
@@ -92,7 +96,7 @@ async def evaluate(
             run_evaluation, events_path, protocol, test_fraction, models
         )
     except (DatasetError, ValueError) as error:
-        _progress(f"evaluate: {error}")
+        progress(f"evaluate: {error}")
         raise SystemExit(1) from None
     sys.stdout.write(dumps(report) + "\n")
     sys.stdout.flush()

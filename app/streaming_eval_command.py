@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from app import streaming_eval as prequential
 from app.cache import RecommendationStore
 from app.datasets import DatasetError, Event, read_events
+from app.evaluate_command import EVENTS_OPTION, progress
 from app.evaluation import als_params
 from app.faust_app import app, settings
 from app.model_store import ModelStore, decode_model
@@ -42,13 +43,8 @@ SETTLE = 0.05  # seconds past a fold-in tick for its Redis writes to land
 WAIT_LIMIT = 30.0  # seconds an event may take to show before the replay gives up
 WARMUP_PATIENCE = 900.0  # the warm-up may sit in Kafka for minutes before the agent gets to it
 FIRST_CHECKS = 2.5
-"""Seconds a new worker gets before the warm-up: its first Redis checks (``app.redis_recovery``,
-every second) find no epoch and re-add popularity from the table, so events applied before
-them would count twice."""
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+"""Seconds a new worker gets before the warm-up, so its first Redis check (``app.redis_recovery``,
+every second) has created the epoch token before any popularity is written."""
 
 
 def event_json(event: Event) -> dict[str, object]:
@@ -260,11 +256,11 @@ def in_process_report(
     """Simulate and summarise; the report the in-process mode prints."""
     started = time.perf_counter()
     stream = prequential.split_stream(events, warmup_fraction)
-    _progress(
+    progress(
         f"warm-up {len(stream.warmup)} events, stream {len(stream.replay)} events from "
         f"{prequential.day(stream.cut)}"
     )
-    run = prequential.simulate(stream, run_settings, policy, limit, progress=_progress)
+    run = prequential.simulate(stream, run_settings, policy, limit, progress=progress)
     return {
         "mode": "in-process",
         **describe(run, warmup_fraction, policy, run_settings),
@@ -304,7 +300,7 @@ async def pipeline_report(
     stream = prequential.split_stream(events, warmup_fraction)
     redis = Redis.from_url(worker_settings.redis_url)
     try:
-        pipeline = await replay_pipeline(stream, limit, url, redis, worker_settings, _progress)
+        pipeline = await replay_pipeline(stream, limit, url, redis, worker_settings, progress)
     finally:
         await redis.aclose()
     replayed = time.perf_counter() - started
@@ -324,13 +320,7 @@ async def pipeline_report(
 
 
 @app.command(
-    option(
-        "--events",
-        "events_path",
-        required=True,
-        type=click.Path(exists=True, dir_okay=False),
-        help="events CSV or the Online Retail CSV, plain or .gz",
-    ),
+    EVENTS_OPTION,
     option(
         "--warmup-fraction",
         type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
@@ -369,7 +359,7 @@ async def streaming_eval(
         else:
             report = await pipeline_report(events, warmup_fraction, limit or 300, url, settings)
     except (DatasetError, ValueError) as error:
-        _progress(f"streaming-eval: {error}")
+        progress(f"streaming-eval: {error}")
         raise SystemExit(1) from None
     text = json.dumps(report, indent=1)
     if out:
