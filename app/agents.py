@@ -13,11 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 from faust.types import EventT, StreamT
 from redis.exceptions import RedisError
 
 from app import metrics
 from app.catalogue import parse_item
+from app.consumer_lag import ConsumerLag
 from app.events import InvalidEvent, decode_message
 from app.faust_app import app, catalogue, models, settings, store
 from app.models import empty_state
@@ -142,6 +144,25 @@ async def follow_published_model() -> None:
         await recommender.sync_catalogue()
     except (RedisError, OSError) as error:
         log.warning("model check postponed, Redis unavailable: %s", error)
+
+
+LAG_CHECK_INTERVAL = 2.0
+consumer_lag = ConsumerLag(
+    settings.bootstrap_servers, app.conf.id, {settings.events_topic, settings.items_topic}
+)
+
+
+@app.timer(LAG_CHECK_INTERVAL)
+async def measure_consumer_lag() -> None:
+    try:
+        metrics.set_consumer_lag(await consumer_lag.measure(app.consumer))
+    except KafkaError as error:
+        log.warning("consumer lag not measured, Kafka unavailable: %s", error)
+
+
+@app.on_before_shutdown.connect
+async def close_consumer_lag(_app: Any, **_signal: Any) -> None:
+    await consumer_lag.close()
 
 
 @app.task

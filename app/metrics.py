@@ -9,7 +9,7 @@ No Faust import here, so the recommender (used by benchmarks without a worker) c
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
@@ -43,6 +43,11 @@ freshness_seconds = Histogram(
     "recsys_freshness_seconds",
     "From an event's Kafka timestamp to its user's new list written to Redis.",
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+)
+consumer_lag = Gauge(
+    "recsys_consumer_lag",
+    "Records of this worker's partitions not yet committed: log end minus committed offset.",
+    ["topic", "partition"],
 )
 model = Info("recsys_model", "The model version this worker serves.")
 retrain_seconds = Gauge("recsys_retrain_seconds", "Fit time of the model this worker serves.")
@@ -91,3 +96,10 @@ class LiveHitRate:
             live_hits.inc()
         self._window.append(hit)
         live_hit_rate.set(sum(self._window) / len(self._window))
+
+
+def set_consumer_lag(lag: Mapping[tuple[str, int], int]) -> None:
+    """Replace the lag figures: partitions this worker no longer owns disappear."""
+    consumer_lag.clear()
+    for (topic, partition), records in lag.items():
+        consumer_lag.labels(topic, str(partition)).set(records)

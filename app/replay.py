@@ -138,7 +138,7 @@ async def delete_derived_keys(prefix: str) -> int:
 
 async def reset(since: float | None, data_dirs: list[Path], say: Callable[[str], None]) -> None:
     """The whole reset; see the module docstring for the steps and their order."""
-    bootstrap = settings.kafka_broker.removeprefix("kafka://")
+    bootstrap = settings.bootstrap_servers
     group = app.conf.id
     topic = settings.events_topic
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

@@ -100,6 +100,11 @@ class Settings:
         return self.action_weights.get(action, self.default_weight)
 
     @property
+    def bootstrap_servers(self) -> str:
+        """The broker address for clients that take it without Faust's ``kafka://`` scheme."""
+        return self.kafka_broker.removeprefix("kafka://")
+
+    @property
     def half_lives(self) -> tuple[float, ...]:
         """Every popularity half-life kept: the cold-start one first, then the trending ones."""
         extra = (float(part) for part in self.trending_half_lives.split(",") if part.strip())

@@ -216,7 +216,7 @@ async def run(settings: Settings) -> None:
     trainer = Trainer(settings, models, owner)
     await trainer.resume_published()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_broker.removeprefix("kafka://"),
+        bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
         group_id=None,
     )

@@ -1,0 +1,81 @@
+"""Consumer lag: how many records of the partitions this worker owns are not yet committed.
+
+The figure ``kafka-consumer-groups.sh --describe`` shows, log end offset minus the group's
+committed offset, both asked of the broker. Counted from the broker rather than from what the
+worker has read, it keeps growing while a worker is stuck, which is when it matters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping
+from typing import TypeVar
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from faust.types import TP, ConsumerT
+
+log = logging.getLogger(__name__)
+
+Partition = TypeVar("Partition")
+
+
+def records_behind(
+    ends: Mapping[Partition, int],
+    committed: Mapping[Partition, int],
+    beginnings: Mapping[Partition, int],
+) -> dict[Partition, int]:
+    """Records between the group's committed offset and the log end, per partition.
+
+    A partition the group never committed (offset missing or -1) is read from its beginning,
+    as Faust does, so its lag counts from there.
+    """
+    behind = {}
+    for partition, end in ends.items():
+        start = committed.get(partition, -1)
+        if start < 0:
+            start = beginnings[partition]
+        behind[partition] = max(0, end - start)
+    return behind
+
+
+class ConsumerLag:
+    """Measures the lag of this worker's assigned partitions of some topics of one group."""
+
+    def __init__(self, bootstrap_servers: str, group: str, topics: Collection[str]) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group = group
+        self.topics = frozenset(topics)
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def measure(self, consumer: ConsumerT) -> dict[TP, int]:
+        """The lag of each assigned partition of the topics; empty while none is assigned."""
+        assigned = sorted(tp for tp in consumer.assignment() if tp.topic in self.topics)
+        if not assigned:
+            return {}
+        admin = await self._started_admin()
+        offsets = await admin.list_consumer_group_offsets(
+            self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in assigned]
+        )
+        committed = {tp: offsets[tp].offset for tp in assigned if tp in offsets}
+        ends = await consumer.highwaters(*assigned)
+        never_committed = [tp for tp in assigned if committed.get(tp, -1) < 0]
+        beginnings = await consumer.earliest_offsets(*never_committed) if never_committed else {}
+        return records_behind(ends, committed, beginnings)
+
+    async def _started_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            try:
+                await admin.start()
+            except KafkaError:
+                await admin.close()
+                raise
+            self._admin = admin
+        return self._admin
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None

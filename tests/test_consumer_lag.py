@@ -1,0 +1,99 @@
+"""Consumer lag: log end minus the group's committed offset, per partition the worker owns."""
+
+from __future__ import annotations
+
+import uuid
+
+import aiohttp
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.consumer_lag import ConsumerLag, records_behind
+from tests.conftest import KAFKA_BOOTSTRAP, eventually, post_json
+
+
+def test_lag_counts_the_records_after_the_committed_offset():
+    assert records_behind({0: 10, 1: 4}, {0: 7, 1: 4}, {}) == {0: 3, 1: 0}
+
+
+def test_a_partition_never_committed_lags_from_its_beginning():
+    assert records_behind({0: 10, 1: 10}, {0: -1}, {0: 2, 1: 6}) == {0: 8, 1: 4}
+
+
+def test_a_commit_ahead_of_a_truncated_log_is_no_lag():
+    assert records_behind({0: 5}, {0: 9}, {}) == {0: 0}
+
+
+class ConsumerView:
+    """The part of Faust's consumer that ConsumerLag reads, over a plain aiokafka consumer."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.consumer.assignment()
+
+    async def highwaters(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
+        return await self.consumer.end_offsets(list(partitions))
+
+    async def earliest_offsets(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
+        return await self.consumer.beginning_offsets(list(partitions))
+
+
+@pytest.mark.integration
+async def test_lag_is_measured_against_the_broker():
+    topic, group = f"lag-{uuid.uuid4().hex[:10]}", f"lag-group-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, acks="all")
+    await producer.start()
+    for partition, count in ((0, 5), (1, 3)):
+        for number in range(count):
+            await producer.send_and_wait(topic, str(number).encode(), partition=partition)
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=KAFKA_BOOTSTRAP, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    lag = ConsumerLag(KAFKA_BOOTSTRAP, group, {topic})
+    try:
+        first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
+        consumer.assign([first, second])
+        await consumer.commit({first: 2})
+        assert await lag.measure(ConsumerView(consumer)) == {first: 3, second: 3}
+        await consumer.commit({second: 3})
+        assert await lag.measure(ConsumerView(consumer)) == {first: 3, second: 0}
+    finally:
+        await lag.close()
+        await consumer.stop()
+
+
+async def lag_by_partition(http: aiohttp.ClientSession, url: str, topic: str) -> dict[str, float]:
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {
+        sample.labels["partition"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "recsys_consumer_lag" and sample.labels["topic"] == topic
+    }
+
+
+@pytest.mark.integration
+async def test_the_worker_reports_each_partition_it_owns_and_catches_up_to_zero(worker, http):
+    events = [
+        {"user_id": f"lag-user-{n}", "item_id": f"lag-item-{n % 3}", "action": "view"}
+        for n in range(40)
+    ]
+    assert (await post_json(http, f"{worker.url}/events", {"events": events}))[0] == 202
+    every_partition = {str(p) for p in range(int(worker.env["RECSYS_PARTITIONS"]))}
+
+    async def caught_up():
+        lag = await lag_by_partition(http, worker.url, worker.topic)
+        return lag if set(lag) == every_partition and not any(lag.values()) else None
+
+    await eventually(caught_up, within=20, interval=0.5)
