@@ -17,6 +17,8 @@ from app import page as _page  # noqa: F401 - registers the demo page at /
 from app import replay as _replay  # noqa: F401 - registers replay and its catch-up timer
 from app import streaming_eval_command as _streaming  # noqa: F401 - registers streaming-eval
 from app.faust_app import app, models, settings
+from app.model_store import version_sequence
+from app.progress import Progress
 from app.topics import ALL_TOPICS
 
 
@@ -30,25 +32,38 @@ async def create_topics(self: AppCommand) -> None:
     await self.app.producer.stop()
 
 
+RETRAIN_POLL_SECONDS = 0.25
+
+
 @app.command(
     option("--wait/--no-wait", default=True, show_default=True, help="wait for the new model"),
     option("--max-wait", default=600.0, show_default=True, help="seconds to wait"),
 )
 async def retrain(self: AppCommand, wait: bool, max_wait: float) -> None:
-    """Ask the deployment's trainer for a full fit now (what POST /admin/retrain does)."""
+    """Ask the deployment's trainer for a full fit now (what POST /admin/retrain does), and
+    follow it: a bar of its ALS iterations, then the version it published."""
     before = await models.current_version()
+    handed_out = await models.last_sequence()
     await models.request_retrain()
     self.say(f"retrain requested (current model: {before})")
+    if not wait:
+        return
     deadline = time.monotonic() + max_wait
-    while wait and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        if (current := await models.current_version()) != before:
-            self.say(f"model {current} published")
-            return
-    if wait:
-        raise SystemExit(
-            f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?"
-        )
+    with Progress().bar("ALS fit", unit="iteration") as bar:
+        while time.monotonic() < deadline:
+            fit = await models.fit_progress()
+            if fit is not None and version_sequence(fit["version"]) > handed_out:
+                bar.total = fit["iterations"]
+                bar.update(fit["iteration"] - bar.n)
+                current = await models.current_version()
+                if current is not None and version_sequence(current) >= version_sequence(
+                    fit["version"]
+                ):
+                    bar.close()
+                    self.say(f"model {fit['version']} published")
+                    return
+            await asyncio.sleep(RETRAIN_POLL_SECONDS)
+    raise SystemExit(f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?")
 
 
 def read_events(path: str) -> Iterator[dict[str, str]]:
@@ -66,12 +81,14 @@ def read_events(path: str) -> Iterator[dict[str, str]]:
 async def feed(self: AppCommand, path: str, url: str, batch: int) -> None:
     """Post the events of a CSV file to a running worker's POST /events."""
     events = read_events(path)
-    sent = 0
     async with aiohttp.ClientSession() as session:
-        while chunk := list(islice(events, batch)):
-            async with session.post(f"{url}/events", json={"events": chunk}) as response:
-                body = await response.json()
-                if response.status != 202:
-                    raise SystemExit(f"feed stopped after {sent} events: {response.status} {body}")
-            sent += len(chunk)
-    self.say(f"fed {sent} events from {path} to {url}")
+        with Progress().bar("fed", unit="event") as sent:
+            while chunk := list(islice(events, batch)):
+                async with session.post(f"{url}/events", json={"events": chunk}) as response:
+                    body = await response.json()
+                    if response.status != 202:
+                        raise SystemExit(
+                            f"feed stopped after {sent.n} events: {response.status} {body}"
+                        )
+                sent.update(len(chunk))
+    self.say(f"fed {sent.n} events from {path} to {url}")

@@ -8,7 +8,7 @@ worker has read, it keeps growing while a worker is stuck, which is when it matt
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import TypeVar
 
 from aiokafka import TopicPartition
@@ -40,6 +40,16 @@ def records_behind(
     return behind
 
 
+async def committed_offsets(
+    admin: AIOKafkaAdminClient, group: str, partitions: Sequence[TP]
+) -> dict[TP, int]:
+    """The group's committed offset of each partition, -1 where it has none."""
+    offsets = await admin.list_consumer_group_offsets(
+        group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    )
+    return {tp: offsets[tp].offset if tp in offsets else -1 for tp in partitions}
+
+
 class ConsumerLag:
     """Measures the lag of this worker's assigned partitions of some topics of one group."""
 
@@ -54,11 +64,7 @@ class ConsumerLag:
         assigned = sorted(tp for tp in consumer.assignment() if tp.topic in self.topics)
         if not assigned:
             return {}
-        admin = await self._started_admin()
-        offsets = await admin.list_consumer_group_offsets(
-            self.group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in assigned]
-        )
-        committed = {tp: offsets[tp].offset for tp in assigned if tp in offsets}
+        committed = await committed_offsets(await self._started_admin(), self.group, assigned)
         ends = await consumer.highwaters(*assigned)
         never_committed = [tp for tp in assigned if committed.get(tp, -1) < 0]
         beginnings = await consumer.earliest_offsets(*never_committed) if never_committed else {}

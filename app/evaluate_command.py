@@ -19,6 +19,7 @@ from faust.cli import AppCommand, option
 from app import evaluation
 from app.datasets import DatasetError, read_events
 from app.faust_app import app, settings
+from app.progress import Progress
 
 _NUMBER_PAIR = re.compile(r"\[\s+([^\[\]{},\s]+),\s+([^\[\]{},\s]+)\s+\]")
 
@@ -28,9 +29,8 @@ def dumps(report: dict) -> str:
     return _NUMBER_PAIR.sub(r"[\1, \2]", json.dumps(report, indent=2))
 
 
-def progress(message: str) -> None:
-    """Progress goes to stderr, so stdout holds only the JSON report."""
-    print(message, file=sys.stderr, flush=True)
+progress = Progress()
+"""Messages and bars on stderr, so stdout holds only the JSON report."""
 
 
 EVENTS_OPTION = option(

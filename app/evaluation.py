@@ -31,6 +31,7 @@ import numpy as np
 
 from app import ranker
 from app.datasets import Event
+from app.progress import Progress
 from app.settings import Settings
 
 PROTOCOLS = ("temporal", "user-last")
@@ -43,7 +44,6 @@ SEED = 20240601
 ALS_BATCH = 1024
 
 Weight = Callable[[str], float]
-Progress = Callable[[str], None]
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -250,13 +250,15 @@ def als_lists(
     rows: Sequence[Mapping[str, float]],
     n: int,
     fallback: Callable[[Mapping[str, float]], list[str]],
+    done: Callable[[int], object] | None = None,
 ) -> tuple[list[list[str]], int]:
     """Top-n lists of :func:`app.ranker.recommend` with every item of each row excluded.
 
     ``recommend`` only filters items with a non-zero summed weight, so a few more are asked
     for and the rest of the row is removed here. A row the model cannot fold in (no known item
     with a non-zero weight) gets ``fallback(row)``, as the product falls back to popularity.
-    Returns the lists and the number of fallbacks.
+    ``done(count)`` is told of each batch of rows finished. Returns the lists and the number of
+    fallbacks.
     """
     lists: list[list[str]] = []
     fallbacks = 0
@@ -269,6 +271,8 @@ def als_lists(
             else:
                 lists.append(fallback(row))
                 fallbacks += 1
+        if done is not None:
+            done(len(batch))
     return lists, fallbacks
 
 
@@ -342,15 +346,22 @@ def score_popularity(task: Task) -> dict[str, np.ndarray]:
     return score(lists, task.relevant)
 
 
-def score_als(task: Task, params: ranker.AlsParams) -> tuple[dict[str, np.ndarray], int]:
+def score_als(
+    task: Task, params: ranker.AlsParams, progress: Progress | None = None
+) -> tuple[dict[str, np.ndarray], int]:
     """Per-user metrics of ALS fitted on the task's training rows, and the fallback count."""
-    model = ranker.fit(list(task.rows.values()), params, "evaluation", time.time())
-    lists, fallbacks = als_lists(
-        model,
-        [task.rows[user] for user in task.users],
-        LIST_LENGTH,
-        lambda row: popular_unseen(task.ranking, row, LIST_LENGTH),
-    )
+    progress = progress or Progress.silent()
+    rows = list(task.rows.values())
+    with progress.bar("ALS fit", params.iterations, "iteration") as bar:
+        model = ranker.fit(rows, params, "evaluation", time.time(), lambda *_: bar.update())
+    with progress.bar("ALS lists", len(task.users), "user") as bar:
+        lists, fallbacks = als_lists(
+            model,
+            [task.rows[user] for user in task.users],
+            LIST_LENGTH,
+            lambda row: popular_unseen(task.ranking, row, LIST_LENGTH),
+            bar.update,
+        )
     return score(lists, task.relevant), fallbacks
 
 
@@ -367,14 +378,14 @@ def evaluate(
 
     ``params`` overrides the ALS parameters taken from ``settings``.
     """
-    say = progress or (lambda _message: None)
+    progress = progress or Progress.silent()
     unknown = [model for model in models if model not in MODELS]
     if unknown or not models:
         raise ValueError(f"unknown models {unknown}; expected some of {', '.join(MODELS)}")
     started = time.perf_counter()
     task = prepare(events, protocol, test_fraction, settings.weight)
     split = task.describe()
-    say(
+    progress(
         f"{protocol} split: {split['train_events']} training and {split['test_events']} test "
         f"events, {split['train_users']} training users, {split['items']} items, "
         f"{len(task.users)} users tested ({time.perf_counter() - started:.1f} s)"
@@ -388,12 +399,12 @@ def evaluate(
             per_model[name] = score_popularity(task)
         else:
             chosen = params or als_params(settings)
-            say(f"fitting ALS {chosen} on {len(task.rows)} users")
-            per_model[name], fallbacks = score_als(task, chosen)
+            progress(f"fitting ALS {chosen} on {len(task.rows)} users")
+            per_model[name], fallbacks = score_als(task, chosen, progress)
             extra = {"params": asdict(chosen), "popularity_fallbacks": fallbacks}
         summaries[name] = {**summarize(per_model[name], task.indices), **extra}
         means = ", ".join(f"{m} {summaries[name][m]:.4f}" for m in METRICS)
-        say(f"{name}: {means} ({time.perf_counter() - started:.1f} s)")
+        progress(f"{name}: {means} ({time.perf_counter() - started:.1f} s)")
     report: dict[str, object] = {
         "protocol": protocol,
         "test_fraction": test_fraction,

@@ -3,8 +3,8 @@
 A model is one blob (numpy ``.npz``: item factors, user Gram matrix, item ids, metadata) under
 ``{prefix}:model:{version}``; ``{prefix}:model:current`` names the version to serve. Publishing
 writes the blob and moves the pointer in one transaction, and keeps the last few versions so a
-worker that is loading one never finds it gone. The trainer's lease and the retrain request
-live here too.
+worker that is loading one never finds it gone. The trainer's lease, the retrain request and
+the progress of the current full fit live here too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from app import ranker
 
 KEPT_VERSIONS = 3
+FIT_PROGRESS_TTL = 3600
 
 # Extends (ARGV[2] > 0) or drops the lease, only while this owner holds it.
 _LEASE_SCRIPT = """
@@ -32,6 +33,11 @@ if tonumber(ARGV[2]) > 0 then
 end
 return redis.call('DEL', KEYS[1])
 """
+
+
+def version_sequence(version: str) -> int:
+    """The deployment-wide sequence number that starts a version name: later is larger."""
+    return int(version.partition("-")[0])
 
 
 def encode_model(model: ranker.FactorModel, metrics: dict[str, Any]) -> bytes:
@@ -93,6 +99,20 @@ class ModelStore:
             *_, expired, _ = await pipe.execute()
         if expired:
             await self.redis.delete(*(self._key(old.decode()) for old in expired))
+
+    async def last_sequence(self) -> int:
+        """The sequence number of the last version handed out, 0 before the first."""
+        return int(await self.redis.get(self._key("sequence")) or 0)
+
+    async def report_fit(self, version: str, iteration: int, iterations: int) -> None:
+        """Where the trainer's full fit of ``version`` is, for ``python -m app retrain``."""
+        record = {"version": version, "iteration": iteration, "iterations": iterations}
+        await self.redis.set(self._key("fitting"), orjson.dumps(record), ex=FIT_PROGRESS_TTL)
+
+    async def fit_progress(self) -> dict[str, Any] | None:
+        """The last full fit reported: its version and how many iterations of how many ran."""
+        raw = await self.redis.get(self._key("fitting"))
+        return None if raw is None else orjson.loads(raw)
 
     async def current_version(self) -> str | None:
         version = await self.redis.get(self._key("current"))

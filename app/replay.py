@@ -40,8 +40,10 @@ from aiokafka.errors import KafkaError
 from faust.cli import AppCommand, option
 from redis.exceptions import RedisError
 
+from app.consumer_lag import committed_offsets
 from app.events import InvalidEvent, parse_timestamp
 from app.faust_app import app, models, redis, settings
+from app.progress import Progress
 from app.tables import user_state
 
 log = logging.getLogger(__name__)
@@ -219,7 +221,50 @@ async def replay(self: AppCommand, since: str | None, data_dirs: tuple[str, ...]
         await reset(since_seconds, folders, self.say)
     except (ReplayRefused, KafkaError, RedisError, OSError) as error:
         raise SystemExit(f"replay stopped: {error}") from None
-    self.say("done: start the workers with the new configuration to re-apply the log")
+    self.say(
+        "done: start the workers with the new configuration to re-apply the log; "
+        "'python -m app catch-up' follows their progress"
+    )
+
+
+def records_reapplied(
+    starts: Mapping[int, int], ends: Mapping[int, int], committed: Mapping[int, int]
+) -> int:
+    """Records of the replayed range the group has committed, over all partitions."""
+    return sum(
+        min(max(committed.get(p, start), start), ends[p]) - start for p, start in starts.items()
+    )
+
+
+CATCH_UP_POLL_SECONDS = 1.0
+
+
+@app.command()
+async def catch_up(self: AppCommand) -> None:
+    """Follow the workers re-applying the log after a replay: a bar of the records re-applied,
+    until every partition has reached where the log ended at the replay."""
+    raw = await redis.get(marker_key(settings.redis_prefix))
+    if raw is None:
+        raise SystemExit("no replay in the last 7 days: nothing to follow")
+    marker = orjson.loads(raw)
+    starts = {int(p): offset for p, offset in marker["starts"].items()}
+    ends = {int(p): offset for p, offset in marker["ends"].items()}
+    topic = settings.events_topic
+    partitions = [TopicPartition(topic, p) for p in sorted(starts)]
+    total = sum(ends[p] - starts[p] for p in starts)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        with Progress().bar("re-applied", total, "record") as bar:
+            while bar.n < total:
+                offsets = await committed_offsets(admin, app.conf.id, partitions)
+                committed = {tp.partition: offset for tp, offset in offsets.items()}
+                bar.update(records_reapplied(starts, ends, committed) - bar.n)
+                if bar.n < total:
+                    await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+    finally:
+        await admin.close()
+    self.say(f"all {total} records re-applied; each worker now asks the trainer for a full fit")
 
 
 class CatchUpWatch:
@@ -255,12 +300,12 @@ class CatchUpWatch:
         )
 
 
-catch_up = CatchUpWatch()
+catch_up_watch = CatchUpWatch()
 
 
 @app.timer(CATCH_UP_CHECK_INTERVAL)
 async def fit_after_replay() -> None:
     try:
-        await catch_up.check()
+        await catch_up_watch.check()
     except (RedisError, OSError) as error:
         log.warning("replay catch-up check postponed, Redis unavailable: %s", error)

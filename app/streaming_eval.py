@@ -32,6 +32,7 @@ import numpy as np
 from app import ranker
 from app.datasets import Event
 from app.evaluation import als_params, bootstrap_indices, hit_rate_at, ndcg_at
+from app.progress import Progress
 from app.settings import Settings
 
 K = 10
@@ -40,7 +41,6 @@ PIPELINE_VARIANTS = ("product", "popularity")
 """What the real-pipeline mode can read from a worker: its lists and its popularity."""
 
 Weight = Callable[[str], float]
-Progress = Callable[[str], None]
 Row = dict[str, float]
 
 
@@ -334,7 +334,7 @@ def simulate(
     * ``popularity``: the product's time-decayed popularity now (``popularity_half_life``),
       minus the user's items.
     """
-    say = progress or (lambda _message: None)
+    progress = progress or Progress.silent()
     weight = settings.weight
     replay = stream.replay[:limit]
     probes = set(find_probes(stream, weight, limit))
@@ -351,7 +351,7 @@ def simulate(
 
     for event in stream.warmup:
         feed(event)
-    trainer = _Trainer(rows, params or als_params(settings), policy, say)
+    trainer = _Trainer(rows, params or als_params(settings), policy, progress)
     trainer.since_fit = len(stream.warmup)
     warm = trainer.fit(stream.cut, "warm-up")
     frozen = FrozenUsers(warm, rows)
@@ -363,7 +363,7 @@ def simulate(
                 warm, rows[user_id], popularity, settings
             )
     outcomes: list[Outcome] = []
-    for position, event in enumerate(replay):
+    for position, event in enumerate(progress.bar("replay", len(replay), "event", replay)):
         trainer.before(event.timestamp)
         model = trainer.model
         assert model is not None
@@ -393,7 +393,7 @@ def simulate(
             )
         trainer.fed(event)
         if (position + 1) % 20_000 == 0:
-            say(f"replayed {position + 1} of {len(replay)} events, {len(outcomes)} probes")
+            progress(f"replayed {position + 1} of {len(replay)} events, {len(outcomes)} probes")
     return Run(stream, outcomes, trainer.fits, len(replay))
 
 

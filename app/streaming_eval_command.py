@@ -35,6 +35,7 @@ from app.evaluate_command import EVENTS_OPTION, progress
 from app.evaluation import als_params
 from app.faust_app import app, settings
 from app.model_store import ModelStore, decode_model
+from app.progress import Progress
 from app.settings import Settings
 from app.streaming_eval import K, Outcome, RetrainPolicy, Stream
 
@@ -139,7 +140,7 @@ async def replay_through_worker(
     redis: Redis,
     prefix: str,
     worker_settings: Settings,
-    progress: prequential.Progress | None = None,
+    progress: Progress | None = None,
 ) -> list[Outcome]:
     """Replay the first ``limit`` stream events through a prepared worker; every probe's
     ``product`` list (``GET /recommend``) and ``popularity`` list (its Redis set).
@@ -149,7 +150,7 @@ async def replay_through_worker(
     passes, so the tick after the last event has written the lists and the popularity; and
     the probed user's list must have been written after their last event was posted.
     """
-    say = progress or (lambda _message: None)
+    progress = progress or Progress.silent()
     probes = set(prequential.find_probes(stream, worker_settings.weight, limit))
     rows: dict[str, set[str]] = defaultdict(set)
     counts: Counter[str] = Counter()
@@ -188,7 +189,10 @@ async def replay_through_worker(
                     raise TimeoutError(f"{user_id}: list not refreshed in {WAIT_LIMIT} s")
                 await asyncio.sleep(0.01)
 
-        for position, event in enumerate(stream.replay[:limit]):
+        replayed = stream.replay[:limit]
+        for position, event in enumerate(
+            progress.bar("pipeline replay", len(replayed), "event", replayed)
+        ):
             if position in probes:
                 await flush()
                 seen = rows[event.user_id]
@@ -200,7 +204,7 @@ async def replay_through_worker(
                     Outcome(position, event.user_id, event.item_id, event.timestamp, lists, None)
                 )
                 if len(outcomes) % 50 == 0:
-                    say(f"pipeline: {position + 1} events replayed, {len(outcomes)} probes")
+                    progress(f"pipeline: {position + 1} events replayed, {len(outcomes)} probes")
             pending.append(event)
             rows[event.user_id].add(event.item_id)
             counts[event.user_id] += 1
@@ -214,10 +218,10 @@ async def replay_pipeline(
     url: str,
     redis: Redis,
     worker_settings: Settings,
-    progress: prequential.Progress | None = None,
+    progress: Progress | None = None,
 ) -> list[Outcome]:
     """Feed the warm-up to a new worker, fit on it, delete the lists, replay ``limit`` events."""
-    say = progress or (lambda _message: None)
+    progress = progress or Progress.silent()
     prefix = worker_settings.redis_prefix
     counts = Counter(event.user_id for event in stream.warmup)
     await asyncio.sleep(FIRST_CHECKS)
@@ -225,15 +229,15 @@ async def replay_pipeline(
         started = time.perf_counter()
         await post_events(http, url, stream.warmup)
         await wait_applied(http, url, dict(counts), patience=WARMUP_PATIENCE)
-        say(
+        progress(
             f"pipeline: warm-up of {len(stream.warmup)} events applied in "
             f"{time.perf_counter() - started:.1f} s"
         )
         version = await fit_on_what_was_fed(http, url, redis, prefix, len(stream.warmup))
-        say(f"pipeline: serving model {version}, fitted on the warm-up")
+        progress(f"pipeline: serving model {version}, fitted on the warm-up")
     await asyncio.sleep(worker_settings.fold_in_interval + SETTLE)
     await clear_lists(redis, prefix)
-    return await replay_through_worker(stream, limit, url, redis, prefix, worker_settings, say)
+    return await replay_through_worker(stream, limit, url, redis, prefix, worker_settings, progress)
 
 
 def compare(

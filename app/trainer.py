@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app import ranker
 from app.evaluation import als_params
@@ -98,10 +99,16 @@ class Trainer:
         log.info("full fit (%s): %d users, %d events", reason, len(rows), events)
         started = time.monotonic()
 
+        loop = asyncio.get_running_loop()
+        version = await self.models.next_version()
+        await self._report_fit(version, 0, params.iterations)
+
         def progress(iteration: int, seconds: float) -> None:
             log.info("fit iteration %d/%d (%.2f s)", iteration + 1, params.iterations, seconds)
+            asyncio.run_coroutine_threadsafe(
+                self._report_fit(version, iteration + 1, params.iterations), loop
+            )
 
-        version = await self.models.next_version()
         model = await asyncio.to_thread(ranker.fit, rows, params, version, time.time(), progress)
         seconds = time.monotonic() - started
         metrics = {"users": len(rows), "items": len(model.item_ids), "events": events}
@@ -113,6 +120,12 @@ class Trainer:
             for item_id in row:
                 if item_id not in model.item_positions:
                     self.new_item_users[item_id].add(user_id)
+
+    async def _report_fit(self, version: str, iteration: int, iterations: int) -> None:
+        try:
+            await self.models.report_fit(version, iteration, iterations)
+        except (RedisError, OSError) as error:
+            log.warning("fit progress not reported, Redis unavailable: %s", error)
 
     async def fold_new_items(self) -> None:
         """Publish the model extended by items first seen since the last fit."""

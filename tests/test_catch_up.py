@@ -1,0 +1,49 @@
+"""``python -m app catch-up``: follows the workers re-applying the log after a replay, on the
+real Kafka and Redis, and ends only when every replayed record is in the tables."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.settings import Settings
+from tests.conftest import worker_env
+from tests.drill_support import (
+    expected_states,
+    random_events,
+    read_states,
+    states_equal,
+    worker_process,
+)
+from tests.test_progress import run_in_terminal
+from tests.test_replay import produce, run_replay, wait_for_states
+
+pytestmark = pytest.mark.integration
+
+
+async def test_catch_up_ends_once_every_replayed_record_is_applied(tmp_path, http):
+    events = random_events(300, range(30), items=20, seed=5)
+    expected = expected_states(events, Settings())
+    env = worker_env(tmp_path)
+    with worker_process(env, tmp_path / "worker.log") as process:
+        await produce(process.worker.topic, events)
+        await wait_for_states(http, process.url, expected)
+    await asyncio.to_thread(run_replay, env)
+
+    with worker_process(env, tmp_path / "worker.log") as process:
+        code, shown = await asyncio.to_thread(
+            run_in_terminal, ["catch-up"], env, tmp_path / "out.txt"
+        )
+        said = (tmp_path / "out.txt").read_text()
+        assert code == 0, shown + said
+        assert "300/300" in shown
+        assert "all 300 records re-applied" in said
+        actual = await read_states(http, process.url, sorted(expected))
+        assert all(states_equal(expected[user], actual[user]) for user in expected)
+
+
+def test_catch_up_without_a_replay_says_there_is_nothing_to_follow(tmp_path):
+    code, shown = run_in_terminal(["catch-up"], worker_env(tmp_path), tmp_path / "out.txt")
+    assert code == 1
+    assert "no replay in the last 7 days" in shown
