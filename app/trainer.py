@@ -139,9 +139,9 @@ class Trainer:
             ranker.fold_in_new_items, self.model, rows, version, time.time()
         )
         if model is not self.model:
-            await self._publish(
-                model, {"new_items": len(model.item_ids) - len(self.model.item_ids)}
-            )
+            # "events" stays the fit's, so a trainer resuming this model counts growth from it.
+            new_items = len(model.item_ids) - len(self.model.item_ids)
+            await self._publish(model, {"new_items": new_items, "events": self.events_at_fit})
             log.info("folded in %d new items: %s", len(items), ", ".join(items[:5]))
 
     async def _publish(self, model: ranker.FactorModel, metrics: dict[str, Any]) -> None:
