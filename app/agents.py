@@ -7,6 +7,7 @@ event is being processed); the ALS work is batched by the timer, off the event l
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import Mapping
@@ -135,6 +136,27 @@ MODEL_SYNC_INTERVAL = 1.0
 TRAINER_RESTART_DELAY = 5.0
 
 
+class StartupObjects:
+    """Takes every object alive once the worker is up (Faust, aiokafka, the state just loaded)
+    out of the cyclic garbage collector's walks, once. A full collection over these ~130,000
+    objects stopped the event loop for 55-70 ms, the longest wait a read had; afterwards it
+    walks only newer objects. Frozen objects are still freed by reference counting."""
+
+    def __init__(self) -> None:
+        self.frozen = False
+
+    def freeze(self) -> None:
+        if self.frozen:
+            return
+        gc.freeze()
+        self.frozen = True
+        # gc.get_freeze_count() walks the frozen list: fine once, too slow for every tick.
+        log.info("froze %d start-up objects out of the cyclic collector", gc.get_freeze_count())
+
+
+startup_objects = StartupObjects()
+
+
 @app.timer(MODEL_SYNC_INTERVAL)
 async def follow_published_model() -> None:
     """Serve the trainer's current model and the current catalogue on every worker, within a
@@ -144,6 +166,9 @@ async def follow_published_model() -> None:
         await recommender.sync_catalogue()
     except (RedisError, OSError) as error:
         log.warning("model check postponed, Redis unavailable: %s", error)
+        return
+    if settings.gc_freeze:
+        startup_objects.freeze()
 
 
 LAG_CHECK_INTERVAL = 2.0

@@ -72,6 +72,7 @@ class Settings:
     retrain_growth: float = 1.0
     new_item_interval: float = 2.0
     run_trainer: bool = True
+    gc_freeze: bool = True
     refresh_batch: int = 200
     als_factors: int = 64
     als_regularization: float = 0.05
