@@ -76,7 +76,8 @@ class LiveHitRate:
     def __init__(self, max_users: int = 100_000) -> None:
         self.max_users = max_users
         self._top: OrderedDict[str, frozenset[str]] = OrderedDict()
-        self._window: deque[bool] = deque(maxlen=LIVE_WINDOW)
+        self._window: deque[bool] = deque()
+        self._window_hits = 0
 
     def written(self, user_id: str, items: Iterable[str]) -> None:
         """Remember the top 10 of a list just written for this user."""
@@ -95,7 +96,15 @@ class LiveHitRate:
         if hit:
             live_hits.inc()
         self._window.append(hit)
-        live_hit_rate.set(sum(self._window) / len(self._window))
+        self._window_hits += hit
+        if len(self._window) > LIVE_WINDOW:
+            self._window_hits -= self._window.popleft()
+        live_hit_rate.set(self.rate)
+
+    @property
+    def rate(self) -> float:
+        """Hits over the last ``LIVE_WINDOW`` trials (0 before the first)."""
+        return self._window_hits / len(self._window) if self._window else 0.0
 
 
 def set_consumer_lag(lag: Mapping[tuple[str, int], int]) -> None:
