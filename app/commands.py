@@ -54,7 +54,7 @@ async def retrain(self: AppCommand, wait: bool, max_wait: float) -> None:
             fit = await models.fit_progress()
             if fit is not None and version_sequence(fit["version"]) > handed_out:
                 bar.total = fit["iterations"]
-                bar.update(fit["iteration"] - bar.n)
+                bar.update(fit["iteration"] - bar.n)  # n stays 0 on a disabled bar: display only
                 current = await models.current_version()
                 if current is not None and version_sequence(current) >= version_sequence(
                     fit["version"]
@@ -81,14 +81,16 @@ def read_events(path: str) -> Iterator[dict[str, str]]:
 async def feed(self: AppCommand, path: str, url: str, batch: int) -> None:
     """Post the events of a CSV file to a running worker's POST /events."""
     events = read_events(path)
+    sent = 0
     async with aiohttp.ClientSession() as session:
-        with Progress().bar("fed", unit="event") as sent:
+        with Progress().bar("fed", unit="event") as bar:
             while chunk := list(islice(events, batch)):
                 async with session.post(f"{url}/events", json={"events": chunk}) as response:
                     body = await response.json()
                     if response.status != 202:
                         raise SystemExit(
-                            f"feed stopped after {sent.n} events: {response.status} {body}"
+                            f"feed stopped after {sent} events: {response.status} {body}"
                         )
-                sent.update(len(chunk))
-    self.say(f"fed {sent.n} events from {path} to {url}")
+                sent += len(chunk)
+                bar.update(len(chunk))
+    self.say(f"fed {sent} events from {path} to {url}")

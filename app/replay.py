@@ -256,12 +256,16 @@ async def catch_up(self: AppCommand) -> None:
     await admin.start()
     try:
         with Progress().bar("re-applied", total, "record") as bar:
-            while bar.n < total:
+            done = 0
+            while True:
                 offsets = await committed_offsets(admin, app.conf.id, partitions)
                 committed = {tp.partition: offset for tp, offset in offsets.items()}
-                bar.update(records_reapplied(starts, ends, committed) - bar.n)
-                if bar.n < total:
-                    await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+                reapplied = records_reapplied(starts, ends, committed)
+                bar.update(reapplied - done)
+                done = reapplied
+                if done >= total:
+                    break
+                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
     finally:
         await admin.close()
     self.say(f"all {total} records re-applied; each worker now asks the trainer for a full fit")

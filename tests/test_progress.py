@@ -134,3 +134,29 @@ async def test_retrain_follows_the_fit_it_asked_for_to_its_published_version(
         return version if version_sequence(version) >= version_sequence(published) else None
 
     await eventually(served, within=10, interval=0.2)
+
+
+@pytest.mark.integration
+async def test_feed_off_a_terminal_reports_every_event_it_posted(worker, http, tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "user_id,item_id,action,timestamp\n"
+        + "".join(f"feed-user-{n},feed-item,view,1700000000\n" for n in range(5))
+    )
+    fed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "app", "feed", str(events), "--url", worker.url, "--batch", "2"],
+        cwd=ROOT,
+        env=worker.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert fed.returncode == 0, fed.stderr
+    assert f"fed 5 events from {events}" in fed.stdout
+
+    async def applied():
+        _, body = await get_json(http, f"{worker.url}/users/feed-user-4")
+        return body if body.get("event_count") == 1 else None
+
+    await eventually(applied, within=15, interval=0.2)
