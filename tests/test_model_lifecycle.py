@@ -3,12 +3,14 @@ similar items, trending windows, restart without refitting."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from redis.asyncio import Redis
 
 from app.model_store import ModelStore, decode_model, version_sequence
+from app.trainer import TICK_SECONDS
 from tests.conftest import (
     REDIS_URL,
     eventually,
@@ -137,6 +139,7 @@ async def test_a_restarted_worker_serves_the_published_model_without_refitting(t
 
         version = await eventually(published, within=30, interval=0.2)
     fits_before = log.read_text().count("full fit")
+    reads_before = log.read_text().count("changelog read")
     with running_worker(env, log) as second:
 
         async def serving_again():
@@ -148,4 +151,12 @@ async def test_a_restarted_worker_serves_the_published_model_without_refitting(t
             return True if f"continuing from published model {version}" in log.read_text() else None
 
         await eventually(trainer_resumed, within=15, interval=0.2)
+
+        async def changelog_read_again():
+            return True if log.read_text().count("changelog read") > reads_before else None
+
+        await eventually(changelog_read_again, within=15, interval=0.2)
+        # A refit would be due at the trainer's first step after reading the changelog: watch
+        # a few of its steps.
+        await asyncio.sleep(4 * TICK_SECONDS)
         assert log.read_text().count("full fit") == fits_before
