@@ -10,8 +10,18 @@ import time
 from collections import Counter
 
 import pytest
+from redis.asyncio import Redis
 
-from tests.conftest import eventually, free_port, get_json, post_json, running_worker, worker_env
+from app.model_store import ModelStore, version_sequence
+from tests.conftest import (
+    REDIS_URL,
+    eventually,
+    free_port,
+    get_json,
+    post_json,
+    running_worker,
+    worker_env,
+)
 from tests.test_pipeline import seed_history
 
 pytestmark = pytest.mark.integration
@@ -61,14 +71,26 @@ async def test_two_workers_share_users_one_model_and_survive_a_kill(tmp_path, ht
             }
             return versions if len(versions) == 1 and None not in versions else None
 
-        [before] = await eventually(one_model_everywhere, within=30, interval=0.5)
+        await eventually(one_model_everywhere, within=30, interval=0.5)
+        redis = Redis.from_url(REDIS_URL)
+        models = ModelStore(redis, first.redis_prefix)
+        handed_out = await models.last_sequence()
         assert (await post_json(http, f"{first.url}/admin/retrain", {}))[0] == 202
 
-        async def both_switched():
+        async def both_serve_the_requested_fit():
+            fit = await models.fit_progress()
+            if fit is None or version_sequence(fit["version"]) <= handed_out:
+                return None  # the fit asked for has not started
             versions = await one_model_everywhere()
-            return versions if versions and before not in versions else None
+            newer = versions and all(
+                version_sequence(v) >= version_sequence(fit["version"]) for v in versions
+            )
+            return versions if newer else None
 
-        await eventually(both_switched, within=30, interval=0.5)
+        try:
+            await eventually(both_serve_the_requested_fit, within=30, interval=0.5)
+        finally:
+            await redis.aclose()
         logs = (tmp_path / "w1.log").read_text() + (tmp_path / "w2.log").read_text()
         active = re.findall(r"trainer \S+ active", logs)
         assert len(active) == 1, "one trainer per deployment; the other waits on the lease"
