@@ -63,23 +63,39 @@ class FactorModel:
 
     def rows_matrix(self, rows: Sequence[Mapping[str, float]]) -> csr_matrix:
         """Users' rows as a CSR matrix over this model's items; unknown items are left out."""
-        indptr = [0]
-        indices: list[int] = []
-        data: list[float] = []
-        for row in rows:
-            for item_id, weight in row.items():
-                position = self.item_positions.get(item_id)
-                if position is not None and weight != 0.0:
-                    indices.append(position)
-                    data.append(weight)
-            indptr.append(len(indices))
-        return csr_matrix(
-            (np.asarray(data, dtype=np.float32), indices, indptr),
-            shape=(len(rows), len(self.item_ids)),
-        )
+        return _rows_matrix(rows, self.item_positions, len(self.item_ids))
 
 
-def _als(params: AlsParams) -> AlternatingLeastSquares:
+def _rows_matrix(
+    rows: Sequence[Mapping[str, float]], item_positions: Mapping[str, int], items: int
+) -> csr_matrix:
+    indptr = [0]
+    indices: list[int] = []
+    data: list[float] = []
+    for row in rows:
+        for item_id, weight in row.items():
+            position = item_positions.get(item_id)
+            if position is not None and weight != 0.0:
+                indices.append(position)
+                data.append(weight)
+        indptr.append(len(indices))
+    return csr_matrix(
+        (np.asarray(data, dtype=np.float32), indices, indptr), shape=(len(rows), items)
+    )
+
+
+def interaction_matrix(
+    rows: Sequence[Mapping[str, float]],
+) -> tuple[tuple[str, ...], csr_matrix]:
+    """What :func:`fit` trains on: the rows' items sorted by id, and the rows as a CSR matrix
+    over them (zero weights left out)."""
+    item_ids = tuple(sorted({item_id for row in rows for item_id in row}))
+    positions = {item_id: position for position, item_id in enumerate(item_ids)}
+    return item_ids, _rows_matrix(rows, positions, len(item_ids))
+
+
+def als_model(params: AlsParams) -> AlternatingLeastSquares:
+    """An unfitted implicit model with these parameters."""
     return AlternatingLeastSquares(
         factors=params.factors,
         regularization=params.regularization,
@@ -101,7 +117,7 @@ def model_from_factors(
     """A servable model from published factors: enough to fold users in and rank items."""
     if len(item_ids) != item_factors.shape[0]:
         raise ValueError(f"{len(item_ids)} item ids for {item_factors.shape[0]} factor rows")
-    als = _als(params)
+    als = als_model(params)
     als.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
     als.user_factors = np.zeros((0, item_factors.shape[1]), dtype=np.float32)
     positions = {item_id: position for position, item_id in enumerate(item_ids)}
@@ -116,15 +132,10 @@ def fit(
     progress: Callable[[int, float], None] | None = None,
 ) -> FactorModel:
     """Fit ALS on all users' rows; a fresh model object each time (refits of grown models fail)."""
-    item_ids = tuple(sorted({item_id for row in rows for item_id in row}))
+    item_ids, matrix = interaction_matrix(rows)
     if not item_ids:
         raise ValueError("cannot fit a model without interactions")
-    positions = {item_id: position for position, item_id in enumerate(item_ids)}
-    als = _als(params)
-    empty_gram = np.zeros((params.factors, params.factors))
-    matrix = FactorModel(
-        version, trained_at, item_ids, positions, als, empty_gram, params
-    ).rows_matrix(rows)
+    als = als_model(params)
     callback = None if progress is None else (lambda it, seconds, *_: progress(it, seconds))
     als.fit(matrix, show_progress=False, callback=callback)
     users = np.asarray(als.user_factors, dtype=np.float64)

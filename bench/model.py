@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import time
@@ -32,8 +31,7 @@ import uuid
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
-from _worker import RESULTS, ROOT, machine, matrix_of, rss_bytes
-from implicit.cpu.als import AlternatingLeastSquares
+from _worker import machine, rss_bytes, write_report
 from redis.asyncio import Redis
 
 from app import ranker
@@ -65,17 +63,6 @@ def synthetic_rows(users: int, items: int, events: int) -> list[dict[str, float]
     return [row for row in rows if row]
 
 
-def bare_als(params: ranker.AlsParams) -> AlternatingLeastSquares:
-    return AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.random_seed,
-        num_threads=params.threads,
-    )
-
-
 def fit_figures(rows: list[dict[str, float]], params: ranker.AlsParams, repeat: int) -> dict:
     product, bare = [], []
     model = None
@@ -84,9 +71,9 @@ def fit_figures(rows: list[dict[str, float]], params: ranker.AlsParams, repeat: 
         model = ranker.fit(rows, params, "bench", time.time())
         product.append(time.perf_counter() - started)
         started = time.perf_counter()
-        matrix = matrix_of(rows)
+        _, matrix = ranker.interaction_matrix(rows)
         built = time.perf_counter() - started
-        als = bare_als(params)
+        als = ranker.als_model(params)
         started = time.perf_counter()
         als.fit(matrix, show_progress=False)
         bare.append(time.perf_counter() - started)
@@ -121,7 +108,7 @@ async def fold_in_figures(
     ]
     batches = [chosen[i : i + batch] for i in range(0, len(chosen), batch)]
     matrices = [model.rows_matrix(b) for b in batches]
-    bare = bare_als(model.params)
+    bare = ranker.als_model(model.params)
     bare.item_factors = model.item_factors
     bare.user_factors = np.zeros((batch, model.params.factors), dtype=np.float32)
     figures = {
@@ -197,10 +184,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'fold-in, batch ' + str(args.batch):32} {'users/s':>10}")
     for name, value in fold.items():
         print(f"{name:32} {value:>10}")
-    out = RESULTS / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
