@@ -7,7 +7,10 @@ are left, as the tests leave theirs).
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import numpy as np
 from redis import Redis
-from scipy.sparse import csr_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -132,17 +133,28 @@ def machine() -> dict[str, object]:
     }
 
 
-def matrix_of(rows: list[dict[str, float]]) -> csr_matrix:
-    """The matrix ``app.ranker.fit`` builds from rows: items sorted by id, zeros left out."""
-    items = sorted({item for row in rows for item in row})
-    positions = {item: position for position, item in enumerate(items)}
-    indptr, indices, data = [0], [], []
-    for row in rows:
-        for item, weight in row.items():
-            if weight != 0.0:
-                indices.append(positions[item])
-                data.append(weight)
-        indptr.append(len(indices))
-    return csr_matrix(
-        (np.asarray(data, dtype=np.float32), indices, indptr), shape=(len(rows), len(items))
-    )
+def write_report(report: object, name: str, indent: int = 2) -> None:
+    """Write a run's JSON report as ``bench/results/<name>`` and say where."""
+    out = RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=indent))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+WRK_SUMMARY = Path(__file__).with_name("wrk_summary.lua")
+
+
+def run_wrk(
+    url: str, script: Path, connections: int, seconds: int, env: dict[str, str]
+) -> tuple[dict[str, object], str]:
+    """One wrk run (one thread) with a bench/ Lua script; its JSON summary and whole output."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "WRK_SUMMARY": str(WRK_SUMMARY), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    return json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1)), out

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from _worker import OwnWorker, machine
+from _worker import OwnWorker, machine, write_report
 from redis.asyncio import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,13 +217,7 @@ async def main(args: argparse.Namespace) -> None:
             await prepare(worker.url, worker.prefix, load_sample())
             reports = await measure(worker.url, worker.prefix, args)
     best = print_table(reports)
-    out = ROOT / "bench" / "results" / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"machine": started, "highest_rate_p99_under_1s": best, "runs": reports}, indent=2
-        )
-    )
+    write_report({"machine": started, "highest_rate_p99_under_1s": best, "runs": reports}, args.out)
 
 
 if __name__ == "__main__":

@@ -26,22 +26,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import orjson
-from _worker import RESULTS, ROOT, OwnWorker, machine, matrix_of, rss_bytes
+from _worker import OwnWorker, machine, rss_bytes, run_wrk, write_report
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-from implicit.cpu.als import AlternatingLeastSquares
 from redis.asyncio import Redis
 
+from app import ranker
 from app.datasets import read_events
 from app.evaluation import als_params, interaction_rows
 from app.model_store import ModelStore, decode_model
@@ -82,17 +78,9 @@ async def post_markers(http: aiohttp.ClientSession, url: str, users: list[str]) 
         assert response.status == 202, await response.text()
 
 
-def run_wrk(url: str, seconds: int, connections: int, batch: int) -> dict[str, object]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), url],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"BATCH": str(batch), "PATH": "/usr/bin:/bin"},
-    ).stdout
-    summary = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+def post_batches(url: str, seconds: int, connections: int, batch: int) -> dict[str, object]:
+    """wrk posting ``batch``-event requests for ``seconds``: its summary and output."""
+    summary, out = run_wrk(url, LUA, connections, seconds, {"BATCH": str(batch)})
     return {**summary, "batch": batch, "connections": connections, "wrk_output": out}
 
 
@@ -100,7 +88,7 @@ async def http_ingest(worker: OwnWorker, args: argparse.Namespace) -> dict[str, 
     async with aiohttp.ClientSession() as http:
         started = time.time()
         result = await asyncio.to_thread(
-            run_wrk, worker.url, args.http_seconds, args.connections, args.batch
+            post_batches, worker.url, args.http_seconds, args.connections, args.batch
         )
         sent_done = time.time()
         users = markers("http")
@@ -218,17 +206,10 @@ async def fit_in_pipeline(worker: OwnWorker, events: list, settings: Settings) -
     rows = interaction_rows(events, settings.weight)
     rows.update({u: {"marker": 0.5} for u in markers("http") + markers("kafka")})
     params = als_params(settings)
-    matrix = matrix_of(list(rows.values()))
+    _, matrix = ranker.interaction_matrix(list(rows.values()))
     bare = []
     for _ in range(2):
-        als = AlternatingLeastSquares(
-            factors=params.factors,
-            regularization=params.regularization,
-            alpha=params.alpha,
-            iterations=params.iterations,
-            random_state=params.random_seed,
-            num_threads=params.threads,
-        )
+        als = ranker.als_model(params)
         started = time.perf_counter()
         als.fit(matrix, show_progress=False)
         bare.append(time.perf_counter() - started)
@@ -278,10 +259,7 @@ async def main(args: argparse.Namespace) -> None:
         f"fit in the trainer {f['trainer']['fit_seconds']} s ({f['trainer']}) vs bare implicit "
         f"{f['bare_fit_seconds']} s on {f['bare_matrix']}: ratio {f['ratio']}"
     )
-    out = RESULTS / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(reports, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_report(reports, args.out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 -- wrk script of bench/serving.py: GET /recommend/{user}?n=10 for users read from USERS
--- (one id a line), picked at random; done() prints one JSON line for the script.
+-- (one id a line), picked at random; the summary line comes
+-- from wrk_summary.lua.
 -- With RATE set, each of the CONNECTIONS connections waits CONNECTIONS / RATE seconds on
 -- average between its requests, so together they send about RATE requests a second: always
 -- that long with ARRIVALS=paced, an exponentially distributed time with ARRIVALS=poisson (the
@@ -25,12 +26,4 @@ if rate > 0 then
   end
 end
 
-done = function(summary, latency, requests)
-  io.write(string.format(
-    'JSON {"requests": %d, "seconds": %.3f, "non_2xx": %d, "socket_errors": %d, ' ..
-    '"latency_ms": {"p50": %.3f, "p90": %.3f, "p99": %.3f, "p99.9": %.3f, "max": %.3f}}\n',
-    summary.requests, summary.duration / 1e6, summary.errors.status,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
-    latency:percentile(99.9) / 1000, latency.max / 1000))
-end
+dofile(os.getenv("WRK_SUMMARY"))

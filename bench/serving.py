@@ -25,13 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
-from _worker import RESULTS, ROOT, OwnWorker, machine
+from _worker import RESULTS, OwnWorker, machine, run_wrk, write_report
 from freshness import load_sample, prepare
 
 LUA = Path(__file__).with_name("serving.lua")
@@ -45,22 +41,18 @@ def wrk(
     rate: int = 0,
     arrivals: str = "paced",
 ) -> dict[str, object]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install -y wrk")
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(LUA), url],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={
+    summary, _ = run_wrk(
+        url,
+        LUA,
+        connections,
+        seconds,
+        {
             "USERS": str(users_file),
             "RATE": str(rate),
             "CONNECTIONS": str(connections),
             "ARRIVALS": arrivals,
-            "PATH": "/usr/bin:/bin",
         },
-    ).stdout
-    summary = json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1))
+    )
     return {
         "target_per_s": rate or None,
         "arrivals": arrivals if rate else "closed loop",
@@ -102,8 +94,6 @@ async def main(args: argparse.Namespace) -> None:
             await asyncio.to_thread(wrk, worker.url, users_file, c, int(args.seconds))
             for c in (1, 4, 16)
         ]
-    out = RESULTS / args.out
-    out.write_text(json.dumps(report, indent=2))
     print(
         f"{'worker':>14} {'target/s':>8} {'arrivals':>11} {'conns':>5} {'req/s':>6} "
         f"{'non-2xx':>7} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'max ms':>7}"
@@ -118,7 +108,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{ms['p50']:7.2f} {ms['p90']:7.2f} {ms['p99']:7.2f} {ms['p99.9']:8.2f} "
             f"{ms['max']:7.2f}"
         )
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 
-from _worker import RESULTS, ROOT, OwnWorker, machine
+from _worker import OwnWorker, machine, write_report
 
 from app import streaming_eval_command as command
 from app.datasets import read_events
@@ -47,10 +46,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{figures['same_top10']:.4f} of {figures['probes']} probes"
         )
     print(f"pipeline replay took {report['pipeline_wall_seconds']} s")
-    out = RESULTS / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_report(report, args.out, indent=1)
 
 
 if __name__ == "__main__":

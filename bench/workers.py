@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 import orjson
+from _worker import write_report
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def markers(partitions: int, tag: str) -> dict[int, str]:
@@ -75,9 +72,7 @@ async def main(args: argparse.Namespace) -> None:
         f"{args.label:14} {args.events:>7} {result['produced_per_s']:>10} "
         f"{result['applied_per_s']:>9} {result['seconds']:>7}"
     )
-    out = ROOT / "bench" / "results" / f"workers_{args.label}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_report(result, f"workers_{args.label}.json")
 
 
 if __name__ == "__main__":
