@@ -94,13 +94,9 @@ def worker_env(folder: Path, run_id: str | None = None, **overrides: str) -> dic
     }
 
 
-@contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
-    """A worker process with these settings, healthy before the block and stopped after it."""
-    if not _services_reachable():
-        pytest.fail("Kafka and Redis must run for integration tests: `make test` starts them")
-    # Topics first, as `make up` does: a worker that subscribes before its topic exists may not
-    # see it until its next metadata refresh, minutes later.
+def create_topics(env: dict[str, str]) -> None:
+    """Create the worker's topics first, as ``make up`` does. A worker that starts before its
+    source topic exists may join its group without it and not consume it for minutes."""
     subprocess.run(
         [sys.executable, "-m", "app", "create-topics"],
         cwd=ROOT,
@@ -109,6 +105,14 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
         capture_output=True,
         timeout=120,
     )
+
+
+@contextmanager
+def running_worker(env: dict[str, str], log_path: Path) -> Iterator[Worker]:
+    """A worker process with these settings, healthy before the block and stopped after it."""
+    if not _services_reachable():
+        pytest.fail("Kafka and Redis must run for integration tests: `make test` starts them")
+    create_topics(env)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app", "worker", "-l", "info"],

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 
 from app.settings import Settings
-from tests.conftest import ROOT, Worker, free_port
+from tests.conftest import ROOT, Worker, create_topics, free_port
 
 ACTIONS = ("view", "view", "view", "click", "click", "purchase", "return", "share")
 
@@ -90,19 +90,6 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=30)
-
-
-def create_topics(env: dict[str, str]) -> None:
-    """Create the worker's topics first, as ``make up`` does. A worker that starts before its
-    source topic exists may join its group without it and not consume it for minutes."""
-    subprocess.run(
-        [sys.executable, "-m", "app", "create-topics"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @contextmanager

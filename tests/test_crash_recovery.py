@@ -17,11 +17,11 @@ from tests.conftest import KAFKA_BOOTSTRAP, eventually, get_metric, worker_env
 from tests.drill_support import (
     WorkerProcess,
     count_differences,
-    create_topics,
     expected_states,
     random_events,
     read_states,
     states_equal,
+    worker_process,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
@@ -85,11 +85,7 @@ async def test_a_worker_killed_mid_stream_restarts_with_every_event_counted_exac
     tmp_path, http
 ):
     events = random_events(EVENTS, USERS, items=400, seed=11)
-    process = WorkerProcess(drill_env(tmp_path), tmp_path / "worker.log")
-    create_topics(process.env)
-    process.start()
-    try:
-        process.wait_ready()
+    with worker_process(drill_env(tmp_path), tmp_path / "worker.log") as process:
         sending = asyncio.create_task(produce(process.worker.topic, events))
         await kill_mid_stream(http, process, applied_at_least=EVENTS // 4)
         await sending  # the rest lands in Kafka while the worker is down
@@ -107,8 +103,6 @@ async def test_a_worker_killed_mid_stream_restarts_with_every_event_counted_exac
             f"{skipped:g}"
         )
         assert skipped > 0, "the drill must make Kafka re-deliver events"
-    finally:
-        process.stop()
 
 
 async def test_with_the_data_folder_deleted_after_a_crash_the_changelog_alone_holds_every_event(
@@ -120,11 +114,7 @@ async def test_with_the_data_folder_deleted_after_a_crash_the_changelog_alone_ho
     events = random_events(NEW_USERS, range(NEW_USERS), items=400, seed=12)
     events = [{**event, "user_id": f"user-{n}"} for n, event in enumerate(events)]
     expected = expected_states(events, Settings())
-    process = WorkerProcess(drill_env(tmp_path), tmp_path / "worker.log")
-    create_topics(process.env)
-    process.start()
-    try:
-        process.wait_ready()
+    with worker_process(drill_env(tmp_path), tmp_path / "worker.log") as process:
         sending = asyncio.create_task(produce(process.worker.topic, events))
         await kill_mid_stream(http, process, applied_at_least=NEW_USERS // 4)
         await sending
@@ -143,5 +133,3 @@ async def test_with_the_data_folder_deleted_after_a_crash_the_changelog_alone_ho
             f"a restart without data folder, ground truth {caught_up:.1f} s later"
         )
         assert skipped > 0, "the drill must make Kafka re-deliver events"
-    finally:
-        process.stop()
