@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 from scipy.sparse import csr_matrix
 
-from app.events import InvalidEvent, identifier
+from app.events import InvalidEvent, identifier, request_entries
 
 MAX_TEXT_LENGTH = 2000
 MAX_LABEL_LENGTH = 64
@@ -96,18 +96,7 @@ def parse_items(payload: Any, max_items: int, max_id_length: int) -> list[ItemRe
     Errors are located like :func:`app.events.parse_request`'s: the item's index (0 for a single
     item), the field and the problem. Unknown fields are ignored.
     """
-    if isinstance(payload, Mapping) and "items" in payload:
-        items = payload["items"]
-        if not isinstance(items, list):
-            raise InvalidEvent("items", f"must be a list, got {type(items).__name__}")
-        if not items:
-            raise InvalidEvent("items", "must hold at least one item")
-        if len(items) > max_items:
-            raise InvalidEvent(
-                "items", f"holds {len(items)} items, the maximum per request is {max_items}"
-            )
-    else:
-        items = [payload]
+    items = request_entries(payload, "item", max_items)
     parsed = []
     for index, item in enumerate(items):
         try:

@@ -119,22 +119,27 @@ def parse_event(event: Any, settings: Settings, now: float) -> UserAction:
     )
 
 
+def request_entries(payload: Any, noun: str, maximum: int) -> list[Any]:
+    """The entries of a request body that is one entry or ``{"<noun>s": [...]}``, checking
+    that the list holds between 1 and ``maximum`` of them."""
+    field = f"{noun}s"
+    if not (isinstance(payload, Mapping) and field in payload):
+        return [payload]
+    entries = payload[field]
+    if not isinstance(entries, list):
+        raise InvalidEvent(field, f"must be a list, got {type(entries).__name__}")
+    if not entries:
+        raise InvalidEvent(field, f"must hold at least one {noun}")
+    if len(entries) > maximum:
+        raise InvalidEvent(
+            field, f"holds {len(entries)} {field}, the maximum per request is {maximum}"
+        )
+    return entries
+
+
 def parse_request(payload: Any, settings: Settings, now: float) -> list[UserAction]:
     """Validate a request body: one event, or ``{"events": [...]}``; all or nothing."""
-    if isinstance(payload, Mapping) and "events" in payload:
-        events = payload["events"]
-        if not isinstance(events, list):
-            raise InvalidEvent("events", f"must be a list, got {type(events).__name__}")
-        if not events:
-            raise InvalidEvent("events", "must hold at least one event")
-        if len(events) > settings.max_events_per_request:
-            raise InvalidEvent(
-                "events",
-                f"holds {len(events)} events, the maximum per request is "
-                f"{settings.max_events_per_request}",
-            )
-    else:
-        events = [payload]
+    events = request_entries(payload, "event", settings.max_events_per_request)
     parsed = []
     first_index_of: dict[str, int] = {}
     for index, event in enumerate(events):
