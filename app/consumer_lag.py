@@ -7,7 +7,6 @@ worker has read, it keeps growing while a worker is stuck, which is when it matt
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import TypeVar
 
@@ -15,8 +14,6 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP, ConsumerT
-
-log = logging.getLogger(__name__)
 
 Partition = TypeVar("Partition")
 
@@ -66,7 +63,7 @@ class ConsumerLag:
             return {}
         committed = await committed_offsets(await self._started_admin(), self.group, assigned)
         ends = await consumer.highwaters(*assigned)
-        never_committed = [tp for tp in assigned if committed.get(tp, -1) < 0]
+        never_committed = [tp for tp in assigned if committed[tp] < 0]
         beginnings = await consumer.earliest_offsets(*never_committed) if never_committed else {}
         return records_behind(ends, committed, beginnings)
 

@@ -245,7 +245,9 @@ async def catch_up(self: AppCommand) -> None:
     until every partition has reached where the log ended at the replay."""
     raw = await redis.get(marker_key(settings.redis_prefix))
     if raw is None:
-        raise SystemExit("no replay in the last 7 days: nothing to follow")
+        raise SystemExit(
+            f"no replay in the last {MARKER_TTL_SECONDS // 86400} days: nothing to follow"
+        )
     marker = orjson.loads(raw)
     starts = {int(p): offset for p, offset in marker["starts"].items()}
     ends = {int(p): offset for p, offset in marker["ends"].items()}
