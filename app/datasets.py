@@ -1,11 +1,11 @@
 """Interaction data sets read from files: no Faust, no Kafka, no Redis.
 
-Two CSV formats, told apart by their header row, plain or gzip-compressed (detected from the
-file's first bytes, whatever its name):
+The one reader of events files: ``python -m app feed``, the evaluations and the benchmarks all
+read through :func:`iter_events`. Two CSV formats, told apart by their header row, plain or
+gzip-compressed (detected from the file's first bytes, whatever its name):
 
 * an **events CSV**: ``user_id,item_id,action,timestamp`` (timestamp in unix seconds or
-  ISO-8601, UTC when no offset is given; other columns are ignored), the format
-  ``python -m app feed`` reads;
+  ISO-8601, UTC when no offset is given; other columns are ignored);
 * the **UCI Online Retail** file (``InvoiceNo,StockCode,...,CustomerID,...,InvoiceTimestamp``):
   every invoice line with a customer id is a ``purchase`` of ``StockCode`` by ``"c" +
   CustomerID`` at ``InvoiceTimestamp``; a line of a cancellation invoice (``InvoiceNo`` starting
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from app.events import InvalidEvent, parse_timestamp
+from app.validation import InvalidEvent, parse_timestamp
 
 EVENT_COLUMNS = ("user_id", "item_id", "action", "timestamp")
 RETAIL_COLUMNS = ("InvoiceNo", "StockCode", "CustomerID", "InvoiceTimestamp")
@@ -83,8 +83,8 @@ def detect_format(header: Iterable[str]) -> str:
     )
 
 
-def read_events(path: str | Path) -> list[Event]:
-    """All events of a CSV file (either format, plain or gzip), in file order."""
+def iter_events(path: str | Path) -> Iterator[Event]:
+    """The events of a CSV file (either format, plain or gzip), in file order, as read."""
     path = Path(path)
     with path.open("rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
@@ -96,9 +96,19 @@ def read_events(path: str | Path) -> list[Event]:
         try:
             kind = detect_format(reader.fieldnames)
             parse = generic_events if kind == "events" else retail_events
-            return list(parse(reader))
+            yield from parse(reader)
         except DatasetError as error:
             raise DatasetError(f"{path}: {error}") from None
+
+
+def read_events(path: str | Path) -> list[Event]:
+    """All events of a CSV file (either format, plain or gzip), in file order."""
+    return list(iter_events(path))
+
+
+def event_json(event: Event) -> dict[str, object]:
+    """The ``POST /events`` form of an event, with its original timestamp."""
+    return event._asdict()
 
 
 def _seconds(value: str | None, line: int) -> float:

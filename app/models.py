@@ -1,6 +1,9 @@
-"""Record schemas: the event on ``user-actions`` and the per-user state kept in the table."""
+"""Record schemas: the event on ``user-actions``, the per-user state kept in the table and the
+catalogue's item."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import faust
 
@@ -96,3 +99,15 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
 def empty_state() -> UserState:
     """The state of a user with no events yet."""
     return UserState(items={})
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One catalogue item, as accepted by ``POST /items`` and stored in Redis."""
+
+    item_id: str
+    title: str = ""
+    description: str = ""
+    categories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    available: bool = True

@@ -1,4 +1,4 @@
-"""``python -m app replay``: rebuild every derived state from the raw ``user-actions`` log.
+"""Replay: rebuild every derived state from the raw ``user-actions`` log.
 
 Use it after changing the action weights, or to rebuild from a point in time. With the workers
 stopped, it resets the application in place, the way Kafka Streams' reset tool does:
@@ -30,50 +30,29 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
-from faust.cli import AppCommand, option
-from redis.exceptions import RedisError
 
-from app.consumer_lag import committed_offsets
-from app.events import InvalidEvent, parse_timestamp
-from app.faust_app import app, models, redis, settings
-from app.progress import Progress
-from app.tables import user_state
+from app.ops.consumer_lag import committed_offsets
+from app.settings import Settings
+from app.stores import Stores
+from app.tables import USER_STATE, changelog_topic
+
+if TYPE_CHECKING:
+    from app.factory import Product
 
 log = logging.getLogger(__name__)
 
-DERIVED_TABLES = (user_state,)
+DERIVED_TABLES = (USER_STATE,)
 MARKER_TTL_SECONDS = 7 * 24 * 3600
 TOPIC_DELETION_TIMEOUT = 60.0
-CATCH_UP_CHECK_INTERVAL = 1.0
 UNKNOWN_TOPIC_OR_PARTITION = 3
-KEPT_MODEL_KEYS = ("sequence",)
-"""Model keys a replay keeps: versions keep counting up across replays."""
-
-
-def marker_key(prefix: str) -> str:
-    return f"{prefix}:replay"
-
-
-def glob_escape(text: str) -> str:
-    """``text`` matched literally in a Redis SCAN pattern."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-def derived_key_patterns(prefix: str) -> list[str]:
-    """SCAN patterns of every Redis key derived from ``user-actions``."""
-    literal = glob_escape(prefix)
-    return [f"{literal}:rec:*", f"{literal}:popular:*", f"{literal}:model:*"]
-
-
-def is_kept_key(prefix: str, key: str) -> bool:
-    return key in {f"{prefix}:model:{name}" for name in KEPT_MODEL_KEYS}
 
 
 def start_offsets(
@@ -90,7 +69,7 @@ def start_offsets(
     return {p: ends[p] if found.get(p) is None else found[p] for p in beginnings}
 
 
-def table_folders(data_dir: Path, table_names: Iterable[str]) -> list[Path]:
+def table_folders(app: faust.App, data_dir: Path, table_names: Iterable[str]) -> list[Path]:
     """The local RocksDB folders of these tables under a worker's data folder."""
     tables = data_dir / app.conf.tabledir.relative_to(app.conf.datadir)
     folders: list[Path] = []
@@ -122,12 +101,14 @@ async def delete_topics(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         await asyncio.sleep(0.2)
 
 
-async def delete_derived_keys(prefix: str) -> int:
+async def delete_derived_keys(stores: Stores) -> int:
+    """Delete every Redis key derived from ``user-actions``; how many were deleted."""
+    redis, keys = stores.redis, stores.keys
     deleted = 0
-    for pattern in derived_key_patterns(prefix):
+    for pattern in keys.derived_patterns:
         batch: list[bytes] = []
         async for key in redis.scan_iter(match=pattern, count=1000):
-            if is_kept_key(prefix, key.decode(errors="replace")):
+            if keys.kept_by_replay(key.decode(errors="replace")):
                 continue
             batch.append(key)
             if len(batch) >= 1000:
@@ -138,10 +119,13 @@ async def delete_derived_keys(prefix: str) -> int:
     return deleted
 
 
-async def reset(since: float | None, data_dirs: list[Path], say: Callable[[str], None]) -> None:
+async def reset(
+    product: Product, since: float | None, data_dirs: list[Path], say: Callable[[str], None]
+) -> None:
     """The whole reset; see the module docstring for the steps and their order."""
+    settings, stores = product.settings, product.stores
     bootstrap = settings.bootstrap_servers
-    group = app.conf.id
+    group = settings.app_id
     topic = settings.events_topic
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     consumer = AIOKafkaConsumer(
@@ -174,57 +158,25 @@ async def reset(since: float | None, data_dirs: list[Path], say: Callable[[str],
             f"consumer group {group!r} rewound: {sum(ends[p] - starts[p] for p in starts)} "
             f"records to re-apply over {len(starts)} partitions"
         )
-        changelogs = [table.changelog_topic.get_topic_name() for table in DERIVED_TABLES]
+        changelogs = [changelog_topic(settings, table) for table in DERIVED_TABLES]
         await delete_topics(admin, changelogs)
         say(f"deleted changelog topics {', '.join(changelogs)}")
     finally:
         await consumer.stop()
         await admin.close()
     for data_dir in data_dirs:
-        for folder in table_folders(data_dir, [table.name for table in DERIVED_TABLES]):
+        for folder in table_folders(product.faust, data_dir, DERIVED_TABLES):
             shutil.rmtree(folder)
             say(f"deleted local table folder {folder}")
-    deleted = await delete_derived_keys(settings.redis_prefix)
+    deleted = await delete_derived_keys(stores)
     marker = {
         "id": uuid.uuid4().hex,
         "at": time.time(),
         "starts": {str(p): offset for p, offset in starts.items()},
         "ends": {str(p): offset for p, offset in ends.items()},
     }
-    await redis.set(marker_key(settings.redis_prefix), orjson.dumps(marker), ex=MARKER_TTL_SECONDS)
+    await stores.redis.set(stores.keys.replay_marker, orjson.dumps(marker), ex=MARKER_TTL_SECONDS)
     say(f"deleted {deleted} derived Redis keys under {settings.redis_prefix!r}")
-
-
-@app.command(
-    option(
-        "--since",
-        default=None,
-        help="rebuild from the events logged at or after this time (ISO-8601 or unix seconds); "
-        "default: from the beginning of the log",
-    ),
-    option(
-        "--data-dir",
-        "data_dirs",
-        multiple=True,
-        help="a worker data folder whose tables to delete (repeat for several workers); "
-        "default: RECSYS_DATA_DIR",
-    ),
-)
-async def replay(self: AppCommand, since: str | None, data_dirs: tuple[str, ...]) -> None:
-    """Rebuild tables, model and Redis from the raw user-actions log (workers must be stopped)."""
-    try:
-        since_seconds = None if since is None else parse_timestamp(since)
-    except InvalidEvent as error:
-        raise SystemExit(f"--since: {error.problem}") from None
-    folders = [Path(folder) for folder in data_dirs] or [Path(settings.data_dir)]
-    try:
-        await reset(since_seconds, folders, self.say)
-    except (ReplayRefused, KafkaError, RedisError, OSError) as error:
-        raise SystemExit(f"replay stopped: {error}") from None
-    self.say(
-        "done: start the workers with the new configuration to re-apply the log; "
-        "'python -m app catch-up' follows their progress"
-    )
 
 
 def records_reapplied(
@@ -236,41 +188,25 @@ def records_reapplied(
     )
 
 
-CATCH_UP_POLL_SECONDS = 1.0
-
-
-@app.command()
-async def catch_up(self: AppCommand) -> None:
-    """Follow the workers re-applying the log after a replay: a bar of the records re-applied,
-    until every partition has reached where the log ended at the replay."""
-    raw = await redis.get(marker_key(settings.redis_prefix))
-    if raw is None:
-        raise SystemExit(
-            f"no replay in the last {MARKER_TTL_SECONDS // 86400} days: nothing to follow"
-        )
-    marker = orjson.loads(raw)
-    starts = {int(p): offset for p, offset in marker["starts"].items()}
-    ends = {int(p): offset for p, offset in marker["ends"].items()}
-    topic = settings.events_topic
-    partitions = [TopicPartition(topic, p) for p in sorted(starts)]
+async def follow_reapplied(
+    settings: Settings, starts: Mapping[int, int], ends: Mapping[int, int]
+) -> AsyncIterator[int]:
+    """The records of a replay re-applied so far, asked of the broker each time the caller
+    asks again; ends once every partition reached where the log ended at the replay."""
+    partitions = [TopicPartition(settings.events_topic, p) for p in sorted(starts)]
     total = sum(ends[p] - starts[p] for p in starts)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        with Progress().bar("re-applied", total, "record") as bar:
-            done = 0
-            while True:
-                offsets = await committed_offsets(admin, app.conf.id, partitions)
-                committed = {tp.partition: offset for tp, offset in offsets.items()}
-                reapplied = records_reapplied(starts, ends, committed)
-                bar.update(reapplied - done)
-                done = reapplied
-                if done >= total:
-                    break
-                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+        while True:
+            offsets = await committed_offsets(admin, settings.app_id, partitions)
+            committed = {tp.partition: offset for tp, offset in offsets.items()}
+            reapplied = records_reapplied(starts, ends, committed)
+            yield reapplied
+            if reapplied >= total:
+                return
     finally:
         await admin.close()
-    self.say(f"all {total} records re-applied; each worker now asks the trainer for a full fit")
 
 
 class CatchUpWatch:
@@ -281,37 +217,30 @@ class CatchUpWatch:
     restarted while the marker lives asks once more, which costs one extra fit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings, stores: Stores, app: faust.App) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.app = app
         self.done: set[str] = set()
 
     async def check(self) -> None:
-        raw = await redis.get(marker_key(settings.redis_prefix))
+        raw = await self.stores.redis.get(self.stores.keys.replay_marker)
         if raw is None:
             return
         marker = orjson.loads(raw)
         if marker["id"] in self.done:
             return
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.events_topic]
+        topic = self.settings.events_topic
+        assigned = [tp for tp in self.app.consumer.assignment() if tp.topic == topic]
         if not assigned:
             return
-        committed = app.monitor.tp_committed_offsets
+        committed = self.app.monitor.tp_committed_offsets
         for tp in assigned:
             start, end = marker["starts"][str(tp.partition)], marker["ends"][str(tp.partition)]
             if end > start and committed.get(tp, -1) < end:
                 return
         self.done.add(marker["id"])
-        await models.request_retrain()
+        await self.stores.models.request_retrain()
         log.info(
             "replay %s re-applied on this worker's partitions: full fit requested", marker["id"]
         )
-
-
-catch_up_watch = CatchUpWatch()
-
-
-@app.timer(CATCH_UP_CHECK_INTERVAL)
-async def fit_after_replay() -> None:
-    try:
-        await catch_up_watch.check()
-    except (RedisError, OSError) as error:
-        log.warning("replay catch-up check postponed, Redis unavailable: %s", error)

@@ -49,52 +49,85 @@ def _parse_bool(raw: str) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
+    """Every knob of a worker; each field is read from ``RECSYS_<FIELD>``."""
+
     app_id: str = "recommender"
+    """Faust app id: the consumer group and the changelog topic names."""
     kafka_broker: str = "kafka://127.0.0.1:9092"
+    """Kafka bootstrap server(s), Faust's ``kafka://`` form."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "recsys"
+    """Namespace of every Redis key (``app.stores.keys``)."""
     events_topic: str = "user-actions"
     dead_letter_topic: str = "user-actions-dlq"
     items_topic: str = "items"
     events_retention_ms: int = -1
+    """Retention of the raw events topic; -1 keeps it forever, for replays."""
     partitions: int = 8
+    """Partitions of the topics and tables; fixed once the topics exist."""
     store: str = "rocksdb://"
+    """Faust table store; ``memory://`` replays the whole changelog on every start."""
     data_dir: str = ".data/worker"
     web_host: str = "127.0.0.1"
+    """The worker's web address as other workers reach it."""
     web_bind: str = ""
+    """The interface to listen on; empty: the web host."""
     web_port: int = 6066
     action_weights: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict(DEFAULT_ACTION_WEIGHTS))
     )
+    """Weight each action adds to a user-item interaction (``view=0.5,click=1,...``)."""
     default_weight: float = 0.1
+    """Weight of an action not in ``action_weights``."""
     fold_in_interval: float = 0.2
+    """Seconds between the refresher's ticks."""
     retrain_interval: float = 3600.0
+    """Seconds between scheduled full fits (0: none on a clock)."""
     retrain_growth: float = 1.0
+    """Also refit once new events reach this multiple of the model's (0: off)."""
     new_item_interval: float = 2.0
+    """Seconds between folds of new items into the published model (0: off)."""
     run_trainer: bool = True
+    """Start a (standby) trainer process beside this worker."""
     gc_freeze: bool = True
+    """Take the start-up objects out of the cyclic garbage collector once up."""
     refresh_batch: int = 200
+    """Users per tick re-ranked because a list served from Redis came from an older model."""
     als_factors: int = 64
     als_regularization: float = 0.05
     als_alpha: float = 1.0
+    """Confidence is ``alpha * summed weight``."""
     als_iterations: int = 15
     als_threads: int = 1
+    """Threads of a full fit in the trainer (0: all cores)."""
     cache_size: int = 100
+    """Length of each cached list, and the largest ``n`` a read may ask for."""
     cache_ttl: int = 7 * 24 * 3600
+    """Seconds a cached list lives without updates."""
     popularity_half_life: float = 7 * 24 * 3600.0
+    """Half-life of the cold-start popularity, seconds."""
     trending_half_lives: str = "3600,86400"
+    """Further half-lives ``/popular?half_life=`` offers, comma-separated seconds."""
     max_events_per_request: int = 1000
     max_items_per_request: int = 1000
     content_max_events: int = 3
+    """Users with at most this many events get content-based lists."""
     content_weight: float = 0.7
+    """Share of content similarity in those lists; the rest is popularity."""
     max_body_bytes: int = 1024 * 1024
     max_id_length: int = 256
     max_future_skew: float = 24 * 3600.0
+    """How far in the future an event's timestamp may be, seconds."""
     produce_timeout: float = 10.0
+    """Seconds to wait for Kafka's acknowledgement before answering 503."""
     session_timeout: float = 10.0
+    """Seconds before Kafka gives a killed worker's partitions to another."""
     body_read_timeout: float = 10.0
+    """Seconds a client has to send its request body before 408."""
     api_key: str = field(default="", repr=False)
+    """When set, writes and admin endpoints need it."""
     api_key_for_reads: bool = False
+    """Also require the key for the public reads (``/health`` stays open)."""
 
     def weight(self, action: str) -> float:
         """The weight an action adds to a user-item interaction."""
@@ -110,6 +143,36 @@ class Settings:
         """Every popularity half-life kept: the cold-start one first, then the trending ones."""
         extra = (float(part) for part in self.trending_half_lives.split(",") if part.strip())
         return tuple(dict.fromkeys((self.popularity_half_life, *extra)))
+
+    def validate(self) -> None:
+        """Refuse values out of range, naming the variable; called once at start-up."""
+        for name, low in _AT_LEAST.items():
+            if getattr(self, name) < low:
+                raise SettingsError(
+                    f"RECSYS_{name.upper()}: must be at least {low:g}, got {getattr(self, name)}"
+                )
+        if not 0.0 <= self.content_weight <= 1.0:
+            raise SettingsError(
+                f"RECSYS_CONTENT_WEIGHT: must be within [0, 1], got {self.content_weight}"
+            )
+        if self.events_retention_ms < 0 and self.events_retention_ms != -1:
+            raise SettingsError(
+                "RECSYS_EVENTS_RETENTION_MS: must be -1 (forever) or at least 0, "
+                f"got {self.events_retention_ms}"
+            )
+        try:
+            half_lives = self.half_lives
+        except ValueError:
+            raise SettingsError(
+                "RECSYS_TRENDING_HALF_LIVES: expected comma-separated seconds, "
+                f"got {self.trending_half_lives!r}"
+            ) from None
+        if any(half_life <= 0 for half_life in half_lives):
+            raise SettingsError("RECSYS_TRENDING_HALF_LIVES: every half-life must be positive")
+        if not self.kafka_broker.startswith("kafka://"):
+            raise SettingsError(
+                f"RECSYS_KAFKA_BROKER: expected kafka://host:port, got {self.kafka_broker!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,3 +196,33 @@ class Settings:
 
 
 DEFAULTS = Settings()
+
+_AT_LEAST: Mapping[str, float] = MappingProxyType(
+    {
+        "partitions": 1,
+        "web_port": 1,
+        "fold_in_interval": 0.001,
+        "retrain_interval": 0,
+        "retrain_growth": 0,
+        "new_item_interval": 0,
+        "refresh_batch": 1,
+        "als_factors": 1,
+        "als_regularization": 0,
+        "als_alpha": 0,
+        "als_iterations": 1,
+        "als_threads": 0,
+        "cache_size": 1,
+        "cache_ttl": 1,
+        "popularity_half_life": 1,
+        "max_events_per_request": 1,
+        "max_items_per_request": 1,
+        "content_max_events": 0,
+        "max_body_bytes": 1,
+        "max_id_length": 1,
+        "max_future_skew": 0,
+        "produce_timeout": 0.001,
+        "session_timeout": 1,
+        "body_read_timeout": 0.001,
+    }
+)
+"""The least value of each numeric setting that has one."""

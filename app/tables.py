@@ -4,24 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from app.faust_app import app, settings
-from app.models import UserState
+import faust
+from faust.types import TableT
 
-user_state = app.Table(
-    "user-state",
-    key_type=bytes,
-    value_type=UserState,
-    partitions=settings.partitions,
-    help="Each user's accumulated interactions, keyed by the user id's UTF-8 bytes.",
-)
+from app.models import UserState
+from app.settings import Settings
+
+USER_STATE = "user-state"
+
+
+def user_state_table(app: faust.App, settings: Settings) -> TableT:
+    """Each user's accumulated interactions, keyed by the user id's UTF-8 bytes."""
+    return app.Table(
+        USER_STATE,
+        key_type=bytes,
+        value_type=UserState,
+        partitions=settings.partitions,
+        help="Each user's accumulated interactions, keyed by the user id's UTF-8 bytes.",
+    )
+
+
+def changelog_topic(settings: Settings, table: str = USER_STATE) -> str:
+    """Faust's name for a table's changelog topic (the trainer tails ``user-state``'s)."""
+    return f"{settings.app_id}-{table}-changelog"
 
 
 class TableStates:
     """Read-only access to the users this worker holds, by string id."""
 
+    def __init__(self, table: TableT) -> None:
+        self.table = table
+
     def get(self, user_id: str) -> UserState | None:
-        return user_state.get(user_id.encode())
+        return self.table.get(user_id.encode())
 
     def items(self) -> Iterator[tuple[str, UserState]]:
-        for key, state in user_state.items():
+        for key, state in self.table.items():
             yield key.decode(), state

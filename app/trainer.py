@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -24,29 +25,27 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import ranker
-from app.evaluation import als_params
-from app.model_store import ModelStore, decode_model, encode_model
 from app.models import WEIGHT
+from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
+from app.stores import Stores
+from app.stores.model import ModelStore, decode_model, encode_model
+from app.tables import changelog_topic
 
 log = logging.getLogger("app.trainer")
 
 LEASE_TTL_MS = 10_000
 TICK_SECONDS = 0.5
-
-
-def changelog_topic(settings: Settings) -> str:
-    """Faust's name for the changelog of the ``user-state`` table."""
-    return f"{settings.app_id}-user-state-changelog"
+RESTART_DELAY = 5.0
 
 
 class Trainer:
     def __init__(self, settings: Settings, models: ModelStore, owner: str) -> None:
         self.settings = settings
+        self.policy = RetrainPolicy.of(settings)
         self.models = models
         self.owner = owner
         self.rows: dict[str, dict[str, float]] = {}
@@ -78,19 +77,16 @@ class Trainer:
                     self.new_item_users[item_id].add(user_id)
 
     def fit_due(self, requested: bool) -> str | None:
-        """Why a full fit should start now, or None."""
+        """Why a full fit should start now, or None (:meth:`RetrainPolicy.fit_reason`)."""
         if not self.rows:
             return None
-        if self.model is None:
-            return "no model yet"
-        if requested:
-            return "requested"
-        if time.monotonic() - self.last_fit_at >= self.settings.retrain_interval:
-            return "schedule"
-        growth = self.settings.retrain_growth
-        if growth > 0 and self.events - self.events_at_fit >= growth * max(self.events_at_fit, 1):
-            return "data grew"
-        return None
+        return self.policy.fit_reason(
+            has_model=self.model is not None,
+            requested=requested,
+            seconds_since_fit=time.monotonic() - self.last_fit_at,
+            events=self.events,
+            events_at_fit=self.events_at_fit,
+        )
 
     async def fit_and_publish(self, reason: str) -> None:
         rows = list(self.rows.values())
@@ -166,10 +162,8 @@ class Trainer:
         reason = self.fit_due(await self.models.take_retrain_request())
         if reason is not None:
             await self.fit_and_publish(reason)
-        elif (
-            self.model is not None
-            and self.new_item_users
-            and time.monotonic() - self.last_fold_at >= self.settings.new_item_interval
+        elif self.model is not None and self.policy.fold_due(
+            time.monotonic() - self.last_fold_at, bool(self.new_item_users)
         ):
             self.last_fold_at = time.monotonic()
             await self.fold_new_items()
@@ -217,8 +211,8 @@ async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
 async def run(settings: Settings) -> None:
     # SIGTERM (the worker stopping) unwinds through the finally below, releasing the lease.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-    redis = Redis.from_url(settings.redis_url)
-    models = ModelStore(redis, settings.redis_prefix)
+    stores = Stores.connect(settings)
+    models = stores.models
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     parent = os.getppid()
     while not await models.hold_lease(owner, LEASE_TTL_MS):
@@ -239,7 +233,31 @@ async def run(settings: Settings) -> None:
     finally:
         await consumer.stop()
         await models.release_lease(owner)
-        await redis.aclose()
+        await stores.close()
+
+
+async def supervise() -> None:
+    """Run a trainer beside this worker, restarting it when it exits; the Redis lease makes
+    one per deployment active. The trainer reads the same ``RECSYS_`` environment."""
+    while True:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app.trainer",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                log.info("trainer: %s", line.decode(errors="replace").rstrip())
+            code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
+        log.warning("trainer exited with %s; restarting in %.0f s", code, RESTART_DELAY)
+        await asyncio.sleep(RESTART_DELAY)
 
 
 def main() -> None:

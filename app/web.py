@@ -1,13 +1,23 @@
-"""HTTP API served by Faust's web server: ingestion, recommendations, state and health."""
+"""The HTTP API and pages, served by Faust's web server: ingestion, recommendations, state,
+health, the demo page at ``/`` and Prometheus metrics at ``/metrics``.
+
+Views are declared here with :func:`route` and bound to one wired product by
+:func:`add_views`; a view reaches the product's pieces as ``self.product``. Views speak HTTP
+only: what a list holds is decided by ``app.serving``, through the refresher.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import orjson
+import prometheus_client
 from aiohttp.web import StreamResponse  # what view.error returns; faust.web.Response is not
 from aiokafka.errors import KafkaError
 from faust import web
@@ -15,164 +25,217 @@ from faust.types import TopicT
 from redis.exceptions import RedisError
 from yarl import URL
 
-from app import metrics, ranker
-from app.agents import recommender
-from app.catalogue import parse_items, to_json
-from app.events import InvalidEvent, identifier, parse_request
-from app.faust_app import app, models, settings, store
+from app import serving
 from app.models import COUNT, LAST_AT, WEIGHT
-from app.redis_recovery import redis_recovery
-from app.tables import user_state
-from app.topics import items, partition_for, user_actions
+from app.ops import metrics
+from app.stores.catalogue import encode_item
+from app.tables import changelog_topic
+from app.topics import partition_for
+from app.validation import InvalidEvent, identifier, parse_items, parse_request
+
+if TYPE_CHECKING:
+    from app.factory import Product
 
 RETRY_AFTER_SECONDS = "5"
+PAGE_PATH = Path(__file__).parent / "static" / "index.html"
 
 
-def _user_id(raw: str) -> str:
-    """A user id from the URL, validated like an event's (raises InvalidEvent)."""
-    return identifier(raw, "user_id", settings.max_id_length)
+@cache
+def demo_page() -> str:
+    """The demo page's HTML, read on its first request."""
+    return PAGE_PATH.read_text(encoding="utf-8")
 
 
-def _count(view: web.View, request: web.Request, default: int) -> int | web.Response:
-    raw = request.query.get("n", str(default))
-    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= settings.cache_size:
-        return view.error(400, f"n: must be a whole number from 1 to {settings.cache_size}")
-    return int(raw)
+class ProductView(web.View):
+    """A view bound to one wired product (see :func:`add_views`)."""
+
+    product: ClassVar[Product]
+
+    def user_id(self, raw: str) -> str:
+        """A user id from the URL, validated like an event's (raises InvalidEvent)."""
+        return identifier(raw, "user_id", self.product.settings.max_id_length)
+
+    def count(self, request: web.Request, default: int) -> int | web.Response:
+        """The ``n`` query parameter, or the 400 that says what is wrong with it."""
+        limit = self.product.settings.cache_size
+        raw = request.query.get("n", str(default))
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limit:
+            return self.error(400, f"n: must be a whole number from 1 to {limit}")
+        return int(raw)
+
+    def service_unavailable(self, reason: str) -> web.Response:
+        return self.error(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
+
+    async def owner_response(self, request: web.Request, user_id: str) -> web.Response | None:
+        """The owner worker's answer when another worker holds this user; None when we do.
+
+        Like Faust's ``table_route``, but locates the partition without producer metadata.
+        """
+        app, settings, table = self.product.faust, self.product.settings, self.product.user_state
+        partition = partition_for(user_id.encode(), settings.partitions)
+        topic = changelog_topic(settings)
+        hosts = app.router.table_metadata(table.name)
+        owner = next((url for url, tps in hosts.items() if partition in tps.get(topic, ())), None)
+        if owner is None:
+            return self.service_unavailable(f"no worker holds partition {partition} right now")
+        owner_url = URL(owner)
+        if (owner_url.host, owner_url.port) == (
+            app.conf.canonical_url.host,
+            app.conf.canonical_url.port,
+        ):
+            return None
+        target = request.url.with_host(owner_url.host).with_port(owner_url.port)
+        try:
+            async with app.http_client.request(
+                request.method, target, headers=request.headers
+            ) as reply:
+                return self.text(
+                    await reply.text(), content_type=reply.content_type, status=reply.status
+                )
+        except aiohttp.ClientError as error:
+            # The owner died or is moving: the group reassigns its partitions within seconds.
+            return self.service_unavailable(f"the worker holding this user is unreachable: {error}")
+
+    async def read_json(self, request: web.Request) -> Any:
+        """The request's JSON body, or the 4xx response that says why there is none."""
+        limit = self.product.settings.max_body_bytes
+        if (request.content_length or 0) > limit:
+            return self.error(413, f"body: larger than {limit} bytes")
+        body = await request.read()
+        if len(body) > limit:
+            return self.error(413, f"body: larger than {limit} bytes")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            return self.error(400, f"body: not valid JSON: {error}")
+
+    async def produce(
+        self, topic: TopicT, messages: list[tuple[bytes, bytes]], what: str
+    ) -> web.Response:
+        """202 once Kafka acknowledged every message; 503 with Retry-After when it did not."""
+        try:
+            async with asyncio.timeout(self.product.settings.produce_timeout):
+                pending = [await topic.send(key=key, value=value) for key, value in messages]
+                await asyncio.gather(*pending)
+        except (TimeoutError, KafkaError) as error:
+            return self.service_unavailable(f"Kafka did not acknowledge the {what}: {error!r}")
+        return self.json({"accepted": len(messages)}, status=202)
 
 
-async def _owner_response(
-    view: web.View, request: web.Request, user_id: str
-) -> web.Response | None:
-    """The owner worker's answer when another worker holds this user; None when we do.
-
-    Like Faust's ``table_route``, but locates the partition without producer metadata.
-    """
-    partition = partition_for(user_id.encode())
-    topic = user_state.changelog_topic.get_topic_name()
-    hosts = app.router.table_metadata(user_state.name)
-    owner = next((url for url, tps in hosts.items() if partition in tps.get(topic, ())), None)
-    if owner is None:
-        return _service_unavailable(view, f"no worker holds partition {partition} right now")
-    owner_url = URL(owner)
-    if (owner_url.host, owner_url.port) == (
-        app.conf.canonical_url.host,
-        app.conf.canonical_url.port,
-    ):
-        return None
-    target = request.url.with_host(owner_url.host).with_port(owner_url.port)
-    try:
-        async with app.http_client.request(
-            request.method, target, headers=request.headers
-        ) as reply:
-            return view.text(
-                await reply.text(), content_type=reply.content_type, status=reply.status
-            )
-    except aiohttp.ClientError as error:
-        # The owner died or is moving: the group reassigns its partitions within seconds.
-        return _service_unavailable(view, f"the worker holding this user is unreachable: {error}")
+ROUTES: dict[str, type[ProductView]] = {}
+"""Every view declared with :func:`route`, by path, in declaration order."""
 
 
-def _service_unavailable(view: web.View, reason: str) -> web.Response:
-    return view.error(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
+def route(path: str) -> Callable[[type[ProductView]], type[ProductView]]:
+    """Declare a view at a path (as aiohttp's ``RouteTableDef``); see :func:`add_views`."""
+
+    def declare(view: type[ProductView]) -> type[ProductView]:
+        ROUTES[path] = view
+        return view
+
+    return declare
 
 
-async def _read_json(view: web.View, request: web.Request) -> Any:
-    """The request's JSON body, or the 4xx response that says why there is none."""
-    if (request.content_length or 0) > settings.max_body_bytes:
-        return view.error(413, f"body: larger than {settings.max_body_bytes} bytes")
-    body = await request.read()
-    if len(body) > settings.max_body_bytes:
-        return view.error(413, f"body: larger than {settings.max_body_bytes} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        return view.error(400, f"body: not valid JSON: {error}")
+def add_views(product: Product) -> None:
+    """Serve every declared view on the product's Faust app, each bound to the product."""
+    for path, view in ROUTES.items():
+        product.faust.page(path)(type(view.__name__, (view,), {"product": product}))
 
 
-async def _produce(
-    view: web.View, topic: TopicT, messages: list[tuple[bytes, bytes]], what: str
-) -> web.Response:
-    """202 once Kafka acknowledged every message; 503 with Retry-After when it did not."""
-    try:
-        async with asyncio.timeout(settings.produce_timeout):
-            pending = [await topic.send(key=key, value=value) for key, value in messages]
-            await asyncio.gather(*pending)
-    except (TimeoutError, KafkaError) as error:
-        return _service_unavailable(view, f"Kafka did not acknowledge the {what}: {error!r}")
-    return view.json({"accepted": len(messages)}, status=202)
+@route("/")
+class DemoPage(ProductView):
+    """``GET /``: pick a user, click items, watch the list change. One static HTML file that
+    drives the JSON API from the browser: no build step and no template. Registered before
+    Faust's own index page, so this one is served."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.html(demo_page())
 
 
-@app.page("/events")
-class Events(web.View):
+@route("/metrics")
+class Metrics(ProductView):
+    """``GET /metrics``: this worker's metrics in the Prometheus text format (an admin read when
+    a key is set)."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        # In headers: aiohttp refuses a content_type argument that carries a charset.
+        return self.bytes(
+            prometheus_client.generate_latest(),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+
+@route("/events")
+class Events(ProductView):
     """``POST /events``: one event or ``{"events": [...]}``; 202 once Kafka acknowledged all."""
 
     async def post(self, request: web.Request) -> web.Response:
-        payload = await _read_json(self, request)
+        payload = await self.read_json(request)
         if isinstance(payload, StreamResponse):
             return payload
         try:
-            actions = parse_request(payload, settings, time.time())
+            actions = parse_request(payload, self.product.settings, time.time())
         except InvalidEvent as error:
             metrics.events_invalid.inc()
             return self.error(400, "invalid event", **error.as_dict())
         messages = [(action.user_id.encode(), action.dumps()) for action in actions]
-        response = await _produce(self, user_actions, messages, "events")
+        response = await self.produce(self.product.topics.user_actions, messages, "events")
         if response.status == 202:
             for action in actions:
                 metrics.events_accepted.labels(action.action).inc()
         return response
 
 
-@app.page("/items")
-class Items(web.View):
+@route("/items")
+class Items(ProductView):
     """``POST /items``: one item or ``{"items": [...]}`` into the catalogue, via topic ``items``."""
 
     async def post(self, request: web.Request) -> web.Response:
-        payload = await _read_json(self, request)
+        settings = self.product.settings
+        payload = await self.read_json(request)
         if isinstance(payload, StreamResponse):
             return payload
         try:
             records = parse_items(payload, settings.max_items_per_request, settings.max_id_length)
         except InvalidEvent as error:
             return self.error(400, "invalid item", **error.as_dict())
-        messages = [(record.item_id.encode(), to_json(record)) for record in records]
-        return await _produce(self, items, messages, "items")
+        messages = [(record.item_id.encode(), encode_item(record)) for record in records]
+        return await self.produce(self.product.topics.items, messages, "items")
 
 
-@app.page("/recommend/{user_id}")
-class Recommend(web.View):
+@route("/recommend/{user_id}")
+class Recommend(ProductView):
     """``GET /recommend/{user_id}?n=10``: the cached list, or the owner computes and caches it."""
 
     async def get(self, request: web.Request, user_id: str) -> web.Response:
         try:
-            user_id = _user_id(user_id)
+            user_id = self.user_id(user_id)
         except InvalidEvent as error:
             return self.error(400, f"user id: {error.problem}")
-        n = _count(self, request, 10)
+        n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
         exclude = {item for item in request.query.get("exclude", "").split(",") if item}
         category = request.query.get("category") or None
+        refresher = self.product.refresher
         try:
-            entry = await store.get_list(user_id)
+            entry = await self.product.stores.lists.get_list(user_id)
             metrics.cache_requests.labels("miss" if entry is None else "hit").inc()
-            if entry is not None and entry["model_version"] != recommender.model_version:
-                recommender.mark_stale(user_id)
+            if entry is not None and entry["model_version"] != refresher.model_version:
+                refresher.mark_stale(user_id)
             if entry is None:
-                routed = await _owner_response(self, request, user_id)
+                routed = await self.owner_response(request, user_id)
                 if routed is not None:
                     return routed
-                entry = await recommender.recommend_now(user_id)
+                entry = await refresher.recommend_now(user_id)
         except (RedisError, OSError):
-            entry = redis_recovery.list_without_redis(user_id)
+            entry = self.product.recovery.list_without_redis(user_id)
+        shown = refresher.catalogue.visible(entry["items"], exclude, category)[:n]
         return self.json(
             {
                 "user_id": user_id,
-                "items": [
-                    {"item_id": item, "score": score}
-                    for item, score in recommender.visible(entry["items"], exclude, category)[:n]
-                ],
+                "items": [{"item_id": item, "score": score} for item, score in shown],
                 "source": entry["source"],
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
@@ -180,19 +243,19 @@ class Recommend(web.View):
         )
 
 
-@app.page("/users/{user_id}")
-class UserInteractions(web.View):
+@route("/users/{user_id}")
+class UserInteractions(ProductView):
     """``GET /users/{user_id}``: the user's accumulated table state, read on its owner."""
 
     async def get(self, request: web.Request, user_id: str) -> web.Response:
         try:
-            user_id = _user_id(user_id)
+            user_id = self.user_id(user_id)
         except InvalidEvent as error:
             return self.error(400, f"user id: {error.problem}")
-        routed = await _owner_response(self, request, user_id)
+        routed = await self.owner_response(request, user_id)
         if routed is not None:
             return routed
-        state = user_state.get(user_id.encode())
+        state = self.product.states.get(user_id)
         if state is None:
             return self.error(404, f"user {user_id!r} has no events")
         return self.json(
@@ -212,12 +275,13 @@ class UserInteractions(web.View):
         )
 
 
-@app.page("/popular")
-class Popular(web.View):
+@route("/popular")
+class Popular(ProductView):
     """``GET /popular?n=10&half_life=3600``: trending items by time-decayed action weight."""
 
     async def get(self, request: web.Request) -> web.Response:
-        n = _count(self, request, 10)
+        settings = self.product.settings
+        n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
         raw = request.query.get("half_life", f"{settings.popularity_half_life:g}")
@@ -228,81 +292,78 @@ class Popular(web.View):
         if half_life not in settings.half_lives:
             kept = ", ".join(f"{value:g}" for value in settings.half_lives)
             return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
+        depth = n + len(self.product.refresher.catalogue.unavailable)
         try:
-            ranked = await store.popular(n, half_life)
+            ranked = await self.product.stores.popularity.top(depth, half_life)
         except (RedisError, OSError):
-            ranked = redis_recovery.last_popular(half_life)[:n]
-        entry = recommender.popular_list(ranked, (), time.time(), half_life)
+            ranked = self.product.recovery.last_popular(half_life)[:depth]
+        entry = self.product.refresher.popular_list(ranked, (), half_life)
         return self.json(
             {
-                "items": [{"item_id": item, "score": score} for item, score in entry["items"]],
+                "items": [{"item_id": item, "score": score} for item, score in entry["items"][:n]],
                 "half_life_seconds": half_life,
             }
         )
 
 
-@app.page("/similar/{item_id}")
-class Similar(web.View):
+@route("/similar/{item_id}")
+class Similar(ProductView):
     """``GET /similar/{item_id}?n=10``: items closest by cosine of their ALS factors, or of
     their catalogue content (TF-IDF) while they have no factors yet."""
 
     async def get(self, request: web.Request, item_id: str) -> web.Response:
         try:
-            item_id = identifier(item_id, "item_id", settings.max_id_length)
+            item_id = identifier(item_id, "item_id", self.product.settings.max_id_length)
         except InvalidEvent as error:
             return self.error(400, f"item id: {error.problem}")
-        n = _count(self, request, 10)
+        n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
-        model, content = recommender.model, recommender.content
-        if model is not None and item_id in model.item_positions:
-            ranked = ranker.similar_items(model, item_id, n + len(recommender.unavailable))
-            source = "factors"
-        elif content is not None and item_id in content.item_positions:
-            ranked, source = content.similar(item_id, n), "content"
-        else:
+        refresher = self.product.refresher
+        found = serving.similar_items(refresher.model, refresher.catalogue, item_id, n)
+        if found is None:
             return self.error(404, f"item {item_id!r} has neither factors nor catalogue content")
+        ranked, source = found
         return self.json(
             {
                 "item_id": item_id,
-                "items": [
-                    {"item_id": other, "score": score}
-                    for other, score in recommender.visible(ranked, (), None)[:n]
-                ],
+                "items": [{"item_id": other, "score": score} for other, score in ranked],
                 "source": source,
-                "model_version": recommender.model_version,
+                "model_version": refresher.model_version,
             }
         )
 
 
-@app.page("/admin/retrain")
-class Retrain(web.View):
+@route("/admin/retrain")
+class Retrain(ProductView):
     """``POST /admin/retrain``: ask the deployment's trainer for a full fit now."""
 
     async def post(self, request: web.Request) -> web.Response:
         try:
-            await models.request_retrain()
+            await self.product.stores.models.request_retrain()
         except (RedisError, OSError) as error:
-            return _service_unavailable(self, f"Redis unavailable: {error}")
+            return self.service_unavailable(f"Redis unavailable: {error}")
         return self.json(
-            {"requested": True, "model_version": recommender.model_version}, status=202
+            {"requested": True, "model_version": self.product.refresher.model_version},
+            status=202,
         )
 
 
-@app.page("/health")
-class Health(web.View):
+@route("/health")
+class Health(ProductView):
     """``GET /health``: 200 once tables are recovered and Redis answers, 503 before."""
 
     async def get(self, request: web.Request) -> web.Response:
+        app = self.product.faust
         recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
         try:
-            redis_ok = await store.ping()
+            redis_ok = await self.product.stores.lists.ping()
         except (RedisError, OSError):
             redis_ok = False
         body = {
             "status": "ready" if recovered and redis_ok else "starting",
             "recovered": recovered,
             "redis": redis_ok,
-            "model_version": recommender.model_version,
+            "model_version": self.product.refresher.model_version,
         }
         return self.json(body, status=200 if body["status"] == "ready" else 503)

@@ -1,7 +1,8 @@
 """Published models in Redis: one current version that every worker loads and switches to.
 
 A model is one blob (numpy ``.npz``: item factors, user Gram matrix, item ids, metadata) under
-``{prefix}:model:{version}``; ``{prefix}:model:current`` names the version to serve. Publishing
+``{prefix}:model:{version}``; ``{prefix}:model:current`` names the version to serve (all keys in
+``app.stores.keys``). Publishing
 writes the blob and moves the pointer in one transaction, and keeps the last few versions so a
 worker that is loading one never finds it gone. The trainer's lease, the retrain request and
 the progress of the current full fit live here too.
@@ -19,6 +20,7 @@ import orjson
 from redis.asyncio import Redis
 
 from app import ranker
+from app.stores.keys import RedisKeys
 
 KEPT_VERSIONS = 3
 FIT_PROGRESS_TTL = 3600
@@ -75,13 +77,11 @@ def decode_model(blob: bytes) -> tuple[ranker.FactorModel, dict[str, Any]]:
 
 
 class ModelStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
         self.redis = redis
-        self.prefix = prefix
+        self.keys = keys
+        self._key = keys.model
         self._lease = redis.register_script(_LEASE_SCRIPT)
-
-    def _key(self, name: str) -> str:
-        return f"{self.prefix}:model:{name}"
 
     async def next_version(self) -> str:
         """A new version name: a deployment-wide sequence number and the time."""

@@ -1,4 +1,4 @@
-"""The item catalogue and content-based recommendations: pure numerics, no Faust and no I/O.
+"""Content-based recommendations from the item catalogue: pure numerics, no Faust and no I/O.
 
 Items carry a title, tags and categories, so an item no user has touched yet, or a user the ALS
 model does not know, can still be matched by content. :class:`ContentIndex` is TF-IDF over
@@ -8,120 +8,16 @@ those fields with cosine similarity; :func:`blend` mixes its list with the popul
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import orjson
 from scipy.sparse import csr_matrix
 
-from app.events import InvalidEvent, identifier, request_entries
+from app.models import ItemRecord
 
-MAX_TEXT_LENGTH = 2000
-MAX_LABEL_LENGTH = 64
-MAX_LABELS = 50
-_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
 _TOKEN = re.compile(r"[^\W_]+")  # runs of Unicode letters and digits
 _CATEGORY_TOKEN = "category:"
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """One catalogue item, as accepted by ``POST /items`` and stored in Redis."""
-
-    item_id: str
-    title: str = ""
-    description: str = ""
-    categories: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()
-    available: bool = True
-
-
-def _text(value: Any, field: str) -> str:
-    """Free text: optional, bounded, and free of control characters other than tab and newlines."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise InvalidEvent(
-            field, f"is {len(value)} characters long, the maximum is {MAX_TEXT_LENGTH}"
-        )
-    for position, char in enumerate(value):
-        if unicodedata.category(char) in {"Cc", "Cs"} and char not in _ALLOWED_CONTROLS:
-            raise InvalidEvent(
-                field, f"has a control or invalid character U+{ord(char):04X} at {position}"
-            )
-    return value
-
-
-def _labels(value: Any, field: str) -> tuple[str, ...]:
-    """Categories or tags: a list of short labels, duplicates dropped, first occurrence kept."""
-    if value is None:
-        return ()
-    if not isinstance(value, list):
-        raise InvalidEvent(field, f"must be a list of strings, got {type(value).__name__}")
-    if len(value) > MAX_LABELS:
-        raise InvalidEvent(field, f"holds {len(value)} entries, the maximum is {MAX_LABELS}")
-    labels = (
-        identifier(label, f"{field}[{position}]", MAX_LABEL_LENGTH)
-        for position, label in enumerate(value)
-    )
-    return tuple(dict.fromkeys(labels))
-
-
-def parse_item(item: Any, max_id_length: int) -> ItemRecord:
-    """Validate one item object; raise :class:`InvalidEvent` naming the first bad field."""
-    if not isinstance(item, Mapping):
-        raise InvalidEvent("item", f"must be a JSON object, got {type(item).__name__}")
-    available = item.get("available", True)
-    if not isinstance(available, bool):
-        raise InvalidEvent("available", f"must be true or false, got {type(available).__name__}")
-    return ItemRecord(
-        item_id=identifier(item.get("item_id"), "item_id", max_id_length),
-        title=_text(item.get("title"), "title"),
-        description=_text(item.get("description"), "description"),
-        categories=_labels(item.get("categories"), "categories"),
-        tags=_labels(item.get("tags"), "tags"),
-        available=available,
-    )
-
-
-def parse_items(payload: Any, max_items: int, max_id_length: int) -> list[ItemRecord]:
-    """Validate a ``POST /items`` body: one item, or ``{"items": [...]}``; all or nothing.
-
-    Errors are located like :func:`app.events.parse_request`'s: the item's index (0 for a single
-    item), the field and the problem. Unknown fields are ignored.
-    """
-    items = request_entries(payload, "item", max_items)
-    parsed = []
-    for index, item in enumerate(items):
-        try:
-            parsed.append(parse_item(item, max_id_length))
-        except InvalidEvent as error:
-            raise error.at(index) from None
-    return parsed
-
-
-def to_json(record: ItemRecord) -> bytes:
-    """The stored form of a record: compact JSON."""
-    return orjson.dumps(record)
-
-
-def from_json(raw: bytes | str) -> ItemRecord:
-    """A stored record; fields missing from older records take their defaults."""
-    data = orjson.loads(raw)
-    return ItemRecord(
-        item_id=data["item_id"],
-        title=data.get("title", ""),
-        description=data.get("description", ""),
-        categories=tuple(data.get("categories", ())),
-        tags=tuple(data.get("tags", ())),
-        available=data.get("available", True),
-    )
 
 
 def tokenize(text: str) -> list[str]:

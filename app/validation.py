@@ -1,7 +1,8 @@
-"""Validation of incoming events, shared by ``POST /events`` and messages read from Kafka.
+"""Validation of what comes in: events (``POST /events`` and messages read from Kafka) and
+catalogue items (``POST /items`` and records read from the ``items`` topic).
 
-Both paths accept the same JSON object, so an event produced straight to ``user-actions`` by
-any Kafka client is judged exactly like one that came over HTTP.
+Both paths of each accept the same JSON object, so an event produced straight to
+``user-actions`` by any Kafka client is judged exactly like one that came over HTTP.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from app.models import UserAction
+from app.models import ItemRecord, UserAction
 from app.settings import Settings
 
 EARLIEST_TIMESTAMP = 946_684_800.0  # 2000-01-01T00:00:00Z: older stamps are taken as mistakes
@@ -164,3 +165,77 @@ def decode_message(value: bytes | None, settings: Settings, now: float) -> UserA
     except orjson.JSONDecodeError as error:
         raise InvalidEvent("value", f"is not JSON: {error}") from None
     return parse_event(payload, settings, now)
+
+
+# -- catalogue items ------------------------------------------------------------------------
+
+MAX_TEXT_LENGTH = 2000
+MAX_LABEL_LENGTH = 64
+MAX_LABELS = 50
+_ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+
+def _text(value: Any, field: str) -> str:
+    """Free text: optional, bounded, and free of control characters other than tab and newlines."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidEvent(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > MAX_TEXT_LENGTH:
+        raise InvalidEvent(
+            field, f"is {len(value)} characters long, the maximum is {MAX_TEXT_LENGTH}"
+        )
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in {"Cc", "Cs"} and char not in _ALLOWED_CONTROLS:
+            raise InvalidEvent(
+                field, f"has a control or invalid character U+{ord(char):04X} at {position}"
+            )
+    return value
+
+
+def _labels(value: Any, field: str) -> tuple[str, ...]:
+    """Categories or tags: a list of short labels, duplicates dropped, first occurrence kept."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidEvent(field, f"must be a list of strings, got {type(value).__name__}")
+    if len(value) > MAX_LABELS:
+        raise InvalidEvent(field, f"holds {len(value)} entries, the maximum is {MAX_LABELS}")
+    labels = (
+        identifier(label, f"{field}[{position}]", MAX_LABEL_LENGTH)
+        for position, label in enumerate(value)
+    )
+    return tuple(dict.fromkeys(labels))
+
+
+def parse_item(item: Any, max_id_length: int) -> ItemRecord:
+    """Validate one item object; raise :class:`InvalidEvent` naming the first bad field."""
+    if not isinstance(item, Mapping):
+        raise InvalidEvent("item", f"must be a JSON object, got {type(item).__name__}")
+    available = item.get("available", True)
+    if not isinstance(available, bool):
+        raise InvalidEvent("available", f"must be true or false, got {type(available).__name__}")
+    return ItemRecord(
+        item_id=identifier(item.get("item_id"), "item_id", max_id_length),
+        title=_text(item.get("title"), "title"),
+        description=_text(item.get("description"), "description"),
+        categories=_labels(item.get("categories"), "categories"),
+        tags=_labels(item.get("tags"), "tags"),
+        available=available,
+    )
+
+
+def parse_items(payload: Any, max_items: int, max_id_length: int) -> list[ItemRecord]:
+    """Validate a ``POST /items`` body: one item, or ``{"items": [...]}``; all or nothing.
+
+    Errors are located like :func:`parse_request`'s: the item's index (0 for a single
+    item), the field and the problem. Unknown fields are ignored.
+    """
+    items = request_entries(payload, "item", max_items)
+    parsed = []
+    for index, item in enumerate(items):
+        try:
+            parsed.append(parse_item(item, max_id_length))
+        except InvalidEvent as error:
+            raise error.at(index) from None
+    return parsed

@@ -1,40 +1,48 @@
 """Redis: the item catalogue, shared by all workers.
 
-``{prefix}:items`` is a hash of item id -> JSON record (``catalogue.to_json``),
+``{prefix}:items`` is a hash of item id -> JSON record (:func:`encode_item`),
 ``{prefix}:items:unavailable`` the set of ids whose record says ``available: false``, and
 ``{prefix}:items:version`` a counter bumped by every write. A worker keeps the version its
-:class:`~app.catalogue.ContentIndex` was built from and rebuilds only when the counter moved.
+catalogue snapshot (``app.serving.CatalogueSnapshot``) was built from and rebuilds only when the counter moved.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import orjson
 from redis.asyncio import Redis
 
-from app.catalogue import ItemRecord, from_json, to_json
+from app.models import ItemRecord
+from app.stores.keys import RedisKeys
 
 SCAN_CHUNK = 1000
+
+
+def encode_item(record: ItemRecord) -> bytes:
+    """The stored form of a record: compact JSON."""
+    return orjson.dumps(record)
+
+
+def decode_item(raw: bytes | str) -> ItemRecord:
+    """A stored record; fields missing from older records take their defaults."""
+    data = orjson.loads(raw)
+    return ItemRecord(
+        item_id=data["item_id"],
+        title=data.get("title", ""),
+        description=data.get("description", ""),
+        categories=tuple(data.get("categories", ())),
+        tags=tuple(data.get("tags", ())),
+        available=data.get("available", True),
+    )
 
 
 class CatalogueStore:
     """Reads and writes the catalogue in Redis."""
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
         self.redis = redis
-        self.prefix = prefix
-
-    @property
-    def items_key(self) -> str:
-        return f"{self.prefix}:items"
-
-    @property
-    def unavailable_key(self) -> str:
-        return f"{self.prefix}:items:unavailable"
-
-    @property
-    def version_key(self) -> str:
-        return f"{self.prefix}:items:version"
+        self.keys = keys
 
     async def put(self, records: Iterable[ItemRecord]) -> int:
         """Insert or replace records; returns the catalogue version that includes them.
@@ -49,18 +57,18 @@ class CatalogueStore:
         unavailable = [item_id for item_id, record in latest.items() if not record.available]
         available = [item_id for item_id, record in latest.items() if record.available]
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.items_key, mapping={i: to_json(r) for i, r in latest.items()})
+            pipe.hset(self.keys.items, mapping={i: encode_item(r) for i, r in latest.items()})
             if unavailable:
-                pipe.sadd(self.unavailable_key, *unavailable)
+                pipe.sadd(self.keys.unavailable_items, *unavailable)
             if available:
-                pipe.srem(self.unavailable_key, *available)
-            pipe.incr(self.version_key)
+                pipe.srem(self.keys.unavailable_items, *available)
+            pipe.incr(self.keys.catalogue_version)
             *_, version = await pipe.execute()
         return int(version)
 
     async def get(self, item_id: str) -> ItemRecord | None:
-        raw = await self.redis.hget(self.items_key, item_id)
-        return None if raw is None else from_json(raw)
+        raw = await self.redis.hget(self.keys.items, item_id)
+        return None if raw is None else decode_item(raw)
 
     async def all(self) -> list[ItemRecord]:
         """Every record, read in HSCAN chunks so Redis is never blocked by one huge reply.
@@ -69,15 +77,15 @@ class CatalogueStore:
         version at the next check. HSCAN may return a field twice; each id is kept once.
         """
         records: dict[bytes | str, ItemRecord] = {}
-        async for item_id, raw in self.redis.hscan_iter(self.items_key, count=SCAN_CHUNK):
-            records[item_id] = from_json(raw)
+        async for item_id, raw in self.redis.hscan_iter(self.keys.items, count=SCAN_CHUNK):
+            records[item_id] = decode_item(raw)
         return list(records.values())
 
     async def unavailable(self) -> set[str]:
         """Ids of the items that must not be recommended."""
-        members = await self.redis.smembers(self.unavailable_key)
+        members = await self.redis.smembers(self.keys.unavailable_items)
         return {m.decode() if isinstance(m, bytes) else m for m in members}
 
     async def version(self) -> int:
         """The number of writes so far; 0 for an empty catalogue."""
-        return int(await self.redis.get(self.version_key) or 0)
+        return int(await self.redis.get(self.keys.catalogue_version) or 0)

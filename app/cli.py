@@ -1,0 +1,192 @@
+"""Command-line tools beside ``worker``: ``create-topics``, ``feed``, ``retrain``, ``replay`` and
+``catch-up``.
+
+Commands are declared here with :func:`command` and bound to one wired :class:`Product` by
+:func:`add_commands`, which ``python -m app`` calls; a command reaches the product's settings,
+stores and topics as ``self.product``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import aiohttp
+import click
+import orjson
+from aiokafka.errors import KafkaError
+from faust.cli import AppCommand, argument, option
+from redis.exceptions import RedisError
+
+from app import replay as replaying
+from app.datasets import DatasetError, event_json, iter_events
+from app.ops.progress import Progress
+from app.stores.model import version_sequence
+from app.validation import InvalidEvent, parse_timestamp
+
+if TYPE_CHECKING:
+    from app.factory import Product
+
+Handler = Callable[..., Awaitable[None]]
+COMMANDS: list[tuple[Handler, tuple[Any, ...]]] = []
+"""Every command declared with :func:`command`, in order, with its click options."""
+
+
+class ProductCommand(AppCommand):
+    """A Faust command bound to a wired product."""
+
+    product: ClassVar[Product]
+
+
+def command(*options: Any) -> Callable[[Handler], Handler]:
+    """Declare a command (its click options as for ``app.command``); see :func:`add_commands`."""
+
+    def declare(handler: Handler) -> Handler:
+        COMMANDS.append((handler, options))
+        return handler
+
+    return declare
+
+
+def add_commands(product: Product) -> None:
+    """Register every declared command on the product's Faust app."""
+    for handler, options in COMMANDS:
+        product.faust.command(*options, base=ProductCommand, product=product)(handler)
+
+
+@command()
+async def create_topics(self: ProductCommand) -> None:
+    """Create user-actions, its dead-letter topic and items with the configured partitions."""
+    await self.app.producer.maybe_start()
+    for topic in self.product.topics.all:
+        await topic.maybe_declare()
+        self.say(f"topic {topic.get_topic_name()}: {self.product.settings.partitions} partitions")
+    await self.app.producer.stop()
+
+
+RETRAIN_POLL_SECONDS = 0.25
+
+
+@command(
+    option("--wait/--no-wait", default=True, show_default=True, help="wait for the new model"),
+    option("--max-wait", default=600.0, show_default=True, help="seconds to wait"),
+)
+async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
+    """Ask the deployment's trainer for a full fit now (what POST /admin/retrain does), and
+    follow it: a bar of its ALS iterations, then the version it published."""
+    models = self.product.stores.models
+    before = await models.current_version()
+    handed_out = await models.last_sequence()
+    await models.request_retrain()
+    self.say(f"retrain requested (current model: {before})")
+    if not wait:
+        return
+    deadline = time.monotonic() + max_wait
+    with Progress().bar("ALS fit", unit="iteration") as bar:
+        while time.monotonic() < deadline:
+            fit = await models.fit_progress()
+            if fit is not None and version_sequence(fit["version"]) > handed_out:
+                bar.total = fit["iterations"]
+                bar.update(fit["iteration"] - bar.n)  # n stays 0 on a disabled bar: display only
+                current = await models.current_version()
+                if current is not None and version_sequence(current) >= version_sequence(
+                    fit["version"]
+                ):
+                    bar.close()
+                    self.say(f"model {fit['version']} published")
+                    return
+            await asyncio.sleep(RETRAIN_POLL_SECONDS)
+    raise SystemExit(f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?")
+
+
+@command(
+    argument("path", type=click.Path(exists=True, dir_okay=False)),
+    option("--url", default=None, help="the worker's URL (default: this worker's web address)"),
+    option("--batch", default=500, show_default=True, help="events per request"),
+)
+async def feed(self: ProductCommand, path: str, url: str | None, batch: int) -> None:
+    """Post the events of a file (an events CSV or Online Retail, plain or .gz) to a running
+    worker's POST /events."""
+    settings = self.product.settings
+    url = url or f"http://{settings.web_host}:{settings.web_port}"
+    events = iter_events(path)
+    sent = 0
+    async with aiohttp.ClientSession() as session:
+        with Progress().bar("fed", unit="event") as bar:
+            try:
+                while chunk := [event_json(event) for event in islice(events, batch)]:
+                    body = {"events": chunk}
+                    async with session.post(f"{url}/events", json=body) as response:
+                        reply = await response.json()
+                        if response.status != 202:
+                            raise SystemExit(
+                                f"feed stopped after {sent} events: {response.status} {reply}"
+                            )
+                    sent += len(chunk)
+                    bar.update(len(chunk))
+            except DatasetError as error:
+                raise SystemExit(f"feed stopped after {sent} events: {error}") from None
+    self.say(f"fed {sent} events from {path} to {url}")
+
+
+@command(
+    option(
+        "--since",
+        default=None,
+        help="rebuild from the events logged at or after this time (ISO-8601 or unix seconds); "
+        "default: from the beginning of the log",
+    ),
+    option(
+        "--data-dir",
+        "data_dirs",
+        multiple=True,
+        help="a worker data folder whose tables to delete (repeat for several workers); "
+        "default: RECSYS_DATA_DIR",
+    ),
+)
+async def replay(self: ProductCommand, since: str | None, data_dirs: tuple[str, ...]) -> None:
+    """Rebuild tables, model and Redis from the raw user-actions log (workers must be stopped)."""
+    try:
+        since_seconds = None if since is None else parse_timestamp(since)
+    except InvalidEvent as error:
+        raise SystemExit(f"--since: {error.problem}") from None
+    folders = [Path(folder) for folder in data_dirs] or [Path(self.product.settings.data_dir)]
+    try:
+        await replaying.reset(self.product, since_seconds, folders, self.say)
+    except (replaying.ReplayRefused, KafkaError, RedisError, OSError) as error:
+        raise SystemExit(f"replay stopped: {error}") from None
+    self.say(
+        "done: start the workers with the new configuration to re-apply the log; "
+        "'python -m app catch-up' follows their progress"
+    )
+
+
+CATCH_UP_POLL_SECONDS = 1.0
+
+
+@command()
+async def catch_up(self: ProductCommand) -> None:
+    """Follow the workers re-applying the log after a replay: a bar of the records re-applied,
+    until every partition has reached where the log ended at the replay."""
+    stores = self.product.stores
+    raw = await stores.redis.get(stores.keys.replay_marker)
+    if raw is None:
+        raise SystemExit(
+            f"no replay in the last {replaying.MARKER_TTL_SECONDS // 86400} days: nothing to follow"
+        )
+    marker = orjson.loads(raw)
+    starts = {int(p): offset for p, offset in marker["starts"].items()}
+    ends = {int(p): offset for p, offset in marker["ends"].items()}
+    total = sum(ends[p] - starts[p] for p in starts)
+    with Progress().bar("re-applied", total, "record") as bar:
+        done = 0
+        async for reapplied in replaying.follow_reapplied(self.product.settings, starts, ends):
+            bar.update(reapplied - done)
+            done = reapplied
+            if done < total:
+                await asyncio.sleep(CATCH_UP_POLL_SECONDS)
+    self.say(f"all {total} records re-applied; each worker now asks the trainer for a full fit")

@@ -1,0 +1,1 @@
+"""Offline and streaming evaluation: production modules never import this package."""

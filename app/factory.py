@@ -1,0 +1,95 @@
+"""The composition root: :func:`create_app` wires the whole worker from one settings object.
+
+Nothing else in ``app`` builds a Faust app, opens a Redis client or registers an agent, timer or
+view; importing any module connects nowhere. ``python -m app`` calls :func:`create_app` with
+the settings read from the environment; a test calls it with its own settings (for example the
+``memory://`` store) and drives the pieces it returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+from faust.types import TableT
+
+from app import agents, background, web
+from app.agents import EventProcessor
+from app.ops.logs import logging_config
+from app.redis_recovery import RedisRecovery
+from app.refresher import ListRefresher
+from app.replay import CatchUpWatch
+from app.security import request_guard
+from app.settings import Settings
+from app.stores import Stores
+from app.tables import TableStates, user_state_table
+from app.topics import Topics
+
+
+@dataclass(frozen=True)
+class Product:
+    """Every piece of one worker, wired together; :attr:`faust` is the app Faust runs."""
+
+    settings: Settings
+    faust: faust.App
+    stores: Stores
+    topics: Topics
+    user_state: TableT
+    states: TableStates
+    refresher: ListRefresher
+    recovery: RedisRecovery
+    processor: EventProcessor
+    catch_up: CatchUpWatch
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app alone: broker, store, web server and producer settings."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker,
+        store=settings.store,
+        datadir=settings.data_dir,
+        web_host=settings.web_host,
+        web_bind=settings.web_bind or settings.web_host,
+        web_port=settings.web_port,
+        topic_partitions=settings.partitions,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        producer_linger=0.005,
+        autodiscover=False,
+        logging_config=logging_config(f"{settings.app_id}:{settings.web_port}"),
+        # A worker killed without leaving its group holds its partitions this long (Faust: 60 s).
+        broker_session_timeout=settings.session_timeout,
+        web_application_options={
+            "client_max_size": settings.max_body_bytes,
+            "middlewares": [request_guard(settings)],
+        },
+    )
+
+
+def create_app(settings: Settings, stores: Stores | None = None) -> Product:
+    """Build and wire a worker: topics, table, stores, refresher, recovery, agents, timers and
+    views. ``stores`` replaces the Redis stores built from ``settings.redis_url``."""
+    settings.validate()
+    app = faust_app(settings)
+    stores = stores or Stores.connect(settings)
+    topics = Topics.declare(app, settings)
+    table = user_state_table(app, settings)
+    states = TableStates(table)
+    refresher = ListRefresher(settings, stores, states)
+    product = Product(
+        settings=settings,
+        faust=app,
+        stores=stores,
+        topics=topics,
+        user_state=table,
+        states=states,
+        refresher=refresher,
+        recovery=RedisRecovery(settings, stores, refresher),
+        processor=EventProcessor(settings, topics, table, refresher),
+        catch_up=CatchUpWatch(settings, stores, app),
+    )
+    agents.add_agents(product)
+    background.add_jobs(product)
+    web.add_views(product)
+    return product

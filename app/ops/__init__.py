@@ -1,0 +1,1 @@
+"""Operational pieces of a worker: metrics, logs, consumer lag, progress, start-up."""

@@ -1,0 +1,206 @@
+"""Keeps every touched user's top-N list in Redis fresh against the current published model.
+
+The stream agent records each applied event here; a short timer calls :meth:`ListRefresher.tick`,
+which re-solves the touched users exactly against the current item factors (on a worker thread,
+off the event loop) and writes the lists the serving policy (``app.serving``) chooses. Models
+are fitted by the trainer (``app.trainer``) and published in Redis;
+:meth:`ListRefresher.sync_model` switches to a new version atomically, and
+:meth:`ListRefresher.sync_catalogue` to a new catalogue snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import Protocol
+
+from app import ranker, serving
+from app.models import UserAction, UserState
+from app.ops import metrics
+from app.popularity import accumulators
+from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
+from app.settings import Settings
+from app.stores import Stores
+from app.stores.lists import encode_list
+from app.stores.model import decode_model
+
+log = logging.getLogger(__name__)
+
+MAX_STALE = 100_000
+
+
+class StateSource(Protocol):
+    """Read access to the per-user table state this worker holds."""
+
+    def get(self, user_id: str) -> UserState | None: ...
+
+    def items(self) -> Iterable[tuple[str, UserState]]: ...
+
+
+def history(state: UserState) -> UserHistory:
+    """What the serving policy reads of a user's table state."""
+    return UserHistory(state.event_count, state.weights())
+
+
+class ListRefresher:
+    def __init__(self, settings: Settings, stores: Stores, states: StateSource) -> None:
+        self.settings = settings
+        self.rules = ServingRules.of(settings)
+        self.stores = stores
+        self.states = states
+        self.model: ranker.FactorModel | None = None
+        self.catalogue = CatalogueSnapshot()
+        self.live = metrics.LiveHitRate()
+        self._touched: dict[str, UserState] = {}
+        self._since: dict[str, float] = {}
+        self._stale: dict[str, None] = {}
+        self._popularity = accumulators(settings.half_lives)
+        self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def model_version(self) -> str | None:
+        return None if self.model is None else self.model.version
+
+    def record(
+        self, action: UserAction, weight: float, state: UserState, received_at: float | None
+    ) -> None:
+        """Note an applied event and the user's new state: the user needs a new list, the
+        item gains popularity. Keeping the state saves the tick a table read per user; the
+        earliest unflushed Kafka timestamp (seconds) per user measures freshness."""
+        self._touched[action.user_id] = state
+        if received_at is not None:
+            self._since.setdefault(action.user_id, received_at)
+        if weight > 0:
+            self.live.test(action.user_id, action.item_id)
+        for popularity in self._popularity.values():
+            popularity.add(action.item_id, weight, action.timestamp)
+
+    def mark_stale(self, user_id: str) -> None:
+        """A served list came from an older model: re-rank it on a coming tick.
+
+        Lists are re-ranked for a new model when they are read or their user acts, not all at
+        once after a fit, so a new model costs nothing for users who are not active.
+        """
+        if len(self._stale) < MAX_STALE:
+            self._stale[user_id] = None
+
+    async def tick(self) -> None:
+        """Flush popularity, refresh touched users and then stale ones.
+
+        When Redis fails midway, the popularity and users taken are put back for the next tick.
+        """
+        popularity = self._popularity
+        self._popularity = accumulators(popularity)
+        states, self._touched = self._touched, {}
+        since, self._since = self._since, {}
+        for user_id in list(islice(self._stale, self.settings.refresh_batch)):
+            del self._stale[user_id]
+            if user_id not in states and (state := self.states.get(user_id)) is not None:
+                states[user_id] = state
+        try:
+            for increments in popularity.values():
+                await self.stores.popularity.add(increments)
+            if states:
+                await self.refresh(states)
+        except Exception:
+            for user_id, received_at in since.items():
+                self._since.setdefault(user_id, received_at)
+            for half_life, increments in popularity.items():
+                self._popularity[half_life].merge(increments)
+            for user_id, state in states.items():
+                self._touched.setdefault(user_id, state)
+            raise
+        written = time.time()
+        for received_at in since.values():
+            metrics.freshness_seconds.observe(max(0.0, written - received_at))
+
+    async def sync_model(self) -> bool:
+        """Switch to the published current model if it changed; returns whether it did."""
+        models = self.stores.models
+        version = await models.current_version()
+        if version is None or version == self.model_version:
+            return False
+        blob = await models.load(version)
+        if blob is None:
+            return False
+        loop = asyncio.get_running_loop()
+        model, meta = await loop.run_in_executor(self._solver, decode_model, blob)
+        self.model = model
+        metrics.model.info({"version": version})
+        if "fit_seconds" in meta["metrics"]:
+            metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
+        log.info("serving model %s: %s", version, meta["metrics"])
+        return True
+
+    async def sync_catalogue(self) -> bool:
+        """Rebuild the catalogue snapshot when the catalogue changed; returns whether it did."""
+        catalogue = self.stores.catalogue
+        version = await catalogue.version()
+        if version == self.catalogue.version:
+            return False
+        records = await catalogue.all()
+        loop = asyncio.get_running_loop()
+        self.catalogue = await loop.run_in_executor(
+            self._solver, CatalogueSnapshot.of, records, version
+        )
+        log.info(
+            "catalogue version %d: %d items, %d unavailable",
+            version,
+            len(records),
+            len(self.catalogue.unavailable),
+        )
+        return True
+
+    def lists(self, states: Mapping[str, UserState], popular: ranker.Scored) -> list[ServedList]:
+        """These users' lists under the serving policy (CPU-bound: the solver thread's work)."""
+        users = [history(state) for state in states.values()]
+        return serving.user_lists(self.model, users, self.catalogue, popular, self.rules)
+
+    async def refresh(self, states: Mapping[str, UserState]) -> dict[str, ServedList]:
+        """Recompute and cache these users' lists from their states; returns them by user."""
+        async with self._write_lock:
+            started = time.perf_counter()
+            popular = await self.stores.popularity.top(
+                self.rules.popular_depth, self.rules.popularity_half_life
+            )
+            lists, encoded = await asyncio.get_running_loop().run_in_executor(
+                self._solver, self._encoded_lists, states, popular
+            )
+            await self.stores.lists.put_lists(encoded)
+            metrics.fold_in_seconds.observe(time.perf_counter() - started)
+            metrics.fold_in_batch_size.observe(len(lists))
+            for user_id, entry in lists.items():
+                self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
+            return lists
+
+    def _encoded_lists(
+        self, states: Mapping[str, UserState], popular: ranker.Scored
+    ) -> tuple[dict[str, ServedList], dict[str, bytes]]:
+        lists = dict(zip(states, self.lists(states, popular), strict=True))
+        return lists, {user_id: encode_list(entry) for user_id, entry in lists.items()}
+
+    def popular_list(
+        self, popular: ranker.Scored, seen: Iterable[str], half_life: float | None = None
+    ) -> ServedList:
+        """Popular items for somebody who has seen ``seen``, under the serving policy."""
+        return serving.popular_list(
+            popular, seen, self.catalogue, self.rules, time.time(), self.model_version, half_life
+        )
+
+    async def recommend_now(self, user_id: str) -> ServedList:
+        """The miss path: compute (and cache) a held user's list; popular for unknown users."""
+        state = self.states.get(user_id)
+        if state is not None:
+            return (await self.refresh({user_id: state}))[user_id]
+        popular = await self.stores.popularity.top(
+            self.rules.popular_depth, self.rules.popularity_half_life
+        )
+        return self.popular_list(popular, ())
+
+    def close(self) -> None:
+        self._solver.shutdown(wait=False, cancel_futures=True)

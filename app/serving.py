@@ -1,0 +1,180 @@
+"""The serving policy: which list a user sees. Every caller uses these functions: the worker's
+refresher, its Redis-down path, ``GET /recommend``'s filters, ``GET /similar`` and the
+streaming evaluation's simulation, so what is measured is what is served.
+
+A user with few events (``content_max_events``) whom the catalogue can match gets items like
+theirs blended with what is popular; otherwise a user the model knows gets the personal ALS
+list; anybody else gets the popular items they have not seen. Unavailable items are never
+listed; seen items never either. Pure numerics: no Faust, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypedDict
+
+from app import ranker
+from app.content import ContentIndex, blend
+from app.models import ItemRecord
+from app.settings import Settings
+
+POPULAR_DEPTH = 3
+"""Popular candidates read per list, as a multiple of the list length: enough to fill a list
+after the user's seen items and unavailable items are taken out."""
+
+
+class ServedList(TypedDict):
+    """A user's list as cached in Redis and served: best first, with where it came from."""
+
+    items: list[tuple[str, float]]
+    source: str  # "personal", "content" or "popular"
+    model_version: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ServingRules:
+    """The settings the policy depends on."""
+
+    list_length: int = 100
+    content_max_events: int = 3
+    content_weight: float = 0.7
+    popularity_half_life: float = 7 * 24 * 3600.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServingRules:
+        return cls(
+            list_length=settings.cache_size,
+            content_max_events=settings.content_max_events,
+            content_weight=settings.content_weight,
+            popularity_half_life=settings.popularity_half_life,
+        )
+
+    @property
+    def popular_depth(self) -> int:
+        """How many of the most popular items a list is chosen from."""
+        return POPULAR_DEPTH * self.list_length
+
+
+@dataclass(frozen=True)
+class CatalogueSnapshot:
+    """What serving knows of the catalogue at one version; never mutated, so threads share it."""
+
+    content: ContentIndex | None = None
+    unavailable: frozenset[str] = frozenset()
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    version: int = 0
+
+    @classmethod
+    def of(cls, records: Sequence[ItemRecord], version: int) -> CatalogueSnapshot:
+        """Index a catalogue's records (CPU-bound: build it off the event loop)."""
+        return cls(
+            content=ContentIndex(records),
+            unavailable=frozenset(r.item_id for r in records if not r.available),
+            categories={record.item_id: record.categories for record in records},
+            version=version,
+        )
+
+    def visible(
+        self,
+        items: Iterable[tuple[str, float]],
+        exclude: Collection[str] = (),
+        category: str | None = None,
+    ) -> list[tuple[str, float]]:
+        """Listed items still fit to show: available, not excluded, in the category if given."""
+        return [
+            (item_id, score)
+            for item_id, score in items
+            if item_id not in self.unavailable
+            and item_id not in exclude
+            and (category is None or category in self.categories.get(item_id, ()))
+        ]
+
+
+class UserHistory(NamedTuple):
+    """What the policy reads of a user's state."""
+
+    event_count: int
+    weights: Mapping[str, float]  # item -> summed action weight
+
+
+def popular_list(
+    popular: ranker.Scored,
+    seen: Iterable[str],
+    catalogue: CatalogueSnapshot,
+    rules: ServingRules,
+    now: float,
+    model_version: str | None,
+    half_life: float | None = None,
+) -> ServedList:
+    """Popular items (``popular``: log2 scores, best first) the user has not seen, available,
+    scored by their decayed weight at ``now``."""
+    half_life = half_life or rules.popularity_half_life
+    hidden = catalogue.unavailable.union(seen)
+    items = ranker.popular_excluding(popular, hidden, rules.list_length)
+    return ServedList(
+        items=[(item, ranker.decayed_value(score, now, half_life)) for item, score in items],
+        source="popular",
+        model_version=model_version,
+        updated_at=now,
+    )
+
+
+def user_lists(
+    model: ranker.FactorModel | None,
+    users: Sequence[UserHistory],
+    catalogue: CatalogueSnapshot,
+    popular: ranker.Scored,
+    rules: ServingRules,
+    now: float | None = None,
+) -> list[ServedList]:
+    """Each user's list, in order: content, personal or popular (see the module docs).
+
+    ``popular`` is the top :attr:`ServingRules.popular_depth` items by popularity.
+    """
+    now = time.time() if now is None else now
+    rows = [user.weights for user in users]
+    unavailable, content = catalogue.unavailable, catalogue.content
+    version = None if model is None else model.version
+    personal = (
+        [[]] * len(rows)
+        if model is None
+        else ranker.recommend(model, rows, rules.list_length, exclude=unavailable)
+    )
+    lists = []
+    for user, items in zip(users, personal, strict=True):
+        similar = (
+            content.recommend_for_profile(user.weights, rules.list_length, exclude=unavailable)
+            if content is not None and user.event_count <= rules.content_max_events
+            else []
+        )
+        if similar:
+            trending = popular_list(popular, user.weights, catalogue, rules, now, version)
+            blended = blend(similar, trending["items"], rules.content_weight, rules.list_length)
+            lists.append(
+                ServedList(items=blended, source="content", model_version=version, updated_at=now)
+            )
+        elif items:
+            lists.append(
+                ServedList(items=items, source="personal", model_version=version, updated_at=now)
+            )
+        else:
+            lists.append(popular_list(popular, user.weights, catalogue, rules, now, version))
+    return lists
+
+
+def similar_items(
+    model: ranker.FactorModel | None, catalogue: CatalogueSnapshot, item_id: str, n: int
+) -> tuple[ranker.Scored, str] | None:
+    """Items like one item and how they were found: by cosine of ALS factors ("factors"), or of
+    catalogue content ("content") while the item has no factors yet; None when neither knows it.
+    Unavailable items are left out."""
+    if model is not None and item_id in model.item_positions:
+        ranked = ranker.similar_items(model, item_id, n + len(catalogue.unavailable))
+        return catalogue.visible(ranked)[:n], "factors"
+    content = catalogue.content
+    if content is not None and item_id in content.item_positions:
+        return catalogue.visible(content.similar(item_id, n))[:n], "content"
+    return None

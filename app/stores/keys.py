@@ -1,0 +1,84 @@
+"""Every Redis key the product uses, in one place, namespaced under the configured prefix.
+
+Keys are built only from validated ids. The layout:
+
+=============================  ============================================================
+``{p}:rec:{user_id}``          a user's cached list (JSON, ``app.stores.lists``)
+``{p}:popular:{half_life}``    sorted set of items' log2 decayed weight for one half-life
+``{p}:model:{version}``        a published model blob (``app.stores.model``)
+``{p}:model:{name}``           the model pointers: current, versions, sequence, fitting,
+                               retrain-requested, trainer-lease
+``{p}:items``                  hash of item id -> catalogue record (``app.stores.catalogue``)
+``{p}:items:unavailable``      set of ids that must not be recommended
+``{p}:items:version``          counter bumped by every catalogue write
+``{p}:epoch``                  token whose loss tells workers Redis lost its data
+``{p}:replay``                 the marker a replay leaves for the workers (``app.replay``)
+=============================  ============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+KEPT_MODEL_KEYS = ("sequence",)
+"""Model keys a replay keeps: versions keep counting up across replays."""
+
+
+def glob_escape(text: str) -> str:
+    """``text`` matched literally in a Redis SCAN pattern."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str
+
+    def user_list(self, user_id: str) -> str:
+        return f"{self.prefix}:rec:{user_id}"
+
+    def popular(self, half_life: float) -> str:
+        return f"{self.prefix}:popular:{half_life:g}"
+
+    def model(self, name: str) -> str:
+        """A published version's blob, or one of the model pointers named in the module docs."""
+        return f"{self.prefix}:model:{name}"
+
+    @property
+    def items(self) -> str:
+        return f"{self.prefix}:items"
+
+    @property
+    def unavailable_items(self) -> str:
+        return f"{self.prefix}:items:unavailable"
+
+    @property
+    def catalogue_version(self) -> str:
+        return f"{self.prefix}:items:version"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}:epoch"
+
+    @property
+    def replay_marker(self) -> str:
+        return f"{self.prefix}:replay"
+
+    @property
+    def every_key(self) -> str:
+        """SCAN pattern of every key of this prefix."""
+        return f"{glob_escape(self.prefix)}:*"
+
+    @property
+    def every_list(self) -> str:
+        """SCAN pattern of every cached list."""
+        return f"{glob_escape(self.prefix)}:rec:*"
+
+    @property
+    def derived_patterns(self) -> list[str]:
+        """SCAN patterns of every key derived from ``user-actions`` (what a replay rebuilds)."""
+        literal = glob_escape(self.prefix)
+        return [self.every_list, f"{literal}:popular:*", f"{literal}:model:*"]
+
+    def kept_by_replay(self, key: str) -> bool:
+        """Whether a derived key survives a replay."""
+        return key in {self.model(name) for name in KEPT_MODEL_KEYS}

@@ -1,0 +1,55 @@
+"""Redis: items' running popularity totals, one sorted set per half-life
+(``{prefix}:popular:{half_life}``) of log2 decayed weights (see ``app.popularity``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from app.popularity import Popularity
+from app.ranker import Scored
+from app.stores.keys import RedisKeys
+
+LOG_ADD_SCRIPT = """
+local ln2 = math.log(2)
+for i = 1, #ARGV, 2 do
+  local item = ARGV[i]
+  local added = tonumber(ARGV[i + 1])
+  local current = redis.call('ZSCORE', KEYS[1], item)
+  if current then
+    local c = tonumber(current)
+    local high, low = math.max(c, added), math.min(c, added)
+    added = high + math.log(1 + 2 ^ (low - high)) / ln2
+  end
+  redis.call('ZADD', KEYS[1], added, item)
+end
+return #ARGV / 2
+"""
+"""Adds log2-domain scores to the sorted set atomically: ``Popularity.add_log`` in Redis."""
+
+
+class PopularityStore:
+    """Adds to and ranks the popularity totals."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._log_add = redis.register_script(LOG_ADD_SCRIPT)
+
+    async def add(self, increments: Popularity) -> None:
+        """Add each item's accumulated log2 score to its running total (one round trip)."""
+        if not increments:
+            return
+        args: list[Any] = []
+        for item_id, score in increments.items():
+            args += [item_id, repr(score)]
+        await self._log_add(keys=[self.keys.popular(increments.half_life)], args=args)
+
+    async def top(self, n: int, half_life: float) -> Scored:
+        """The n items with the highest decayed weight, as (item id, log2 score)."""
+        ranked = await self.redis.zrevrange(self.keys.popular(half_life), 0, n - 1, withscores=True)
+        return [(item.decode(), float(score)) for item, score in ranked]
+
+    async def is_empty(self, half_life: float) -> bool:
+        return not await self.redis.exists(self.keys.popular(half_life))
