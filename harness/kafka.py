@@ -1,0 +1,43 @@
+"""Events sent straight to a worker's topic, as any Kafka client would send them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from harness.services import KAFKA_BOOTSTRAP
+
+
+async def produce(
+    topic: str,
+    events: list[dict[str, Any]],
+    *,
+    keyed: bool = True,
+    timestamp_ms: int | None = None,
+    chunk: int = 1_000,
+    pause: float = 0.0,
+) -> None:
+    """Send events as JSON, keyed by user (or without a key: the worker re-keys those), a chunk
+    at a time, each acknowledged by the broker (acks=all) before the next; ``pause`` seconds
+    between chunks spread a stream over time."""
+    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for start in range(0, len(events), chunk):
+            pending = [
+                await producer.send(
+                    topic,
+                    json.dumps(event).encode(),
+                    key=event["user_id"].encode() if keyed else None,
+                    timestamp_ms=timestamp_ms,
+                )
+                for event in events[start : start + chunk]
+            ]
+            await asyncio.gather(*pending)
+            if pause:
+                await asyncio.sleep(pause)
+    finally:
+        await producer.stop()

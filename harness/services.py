@@ -1,0 +1,127 @@
+"""The Kafka broker and Redis server a worker runs against: the shared ones that ``make test``
+starts, and servers of a drill's own on free ports, which it may stop, kill or restart."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from app.settings import Settings
+from harness import ROOT
+
+KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class ServiceFailed(RuntimeError):
+    """Kafka or Redis is not there, or a server of the drill's own did not come up."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a worker's web server or a drill's own server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def listening(host: str, port: int) -> bool:
+    """Whether something accepts connections there."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def require_services(env: dict[str, str]) -> None:
+    """Fail at once, with what to do, when the broker or Redis a worker would use is down,
+    rather than after the worker's two minutes of retries."""
+    settings = Settings.from_env(env)
+    kafka_host, kafka_port = settings.bootstrap_servers.split(",")[0].rsplit(":", 1)
+    redis = urlsplit(settings.redis_url)
+    wanted = [(kafka_host, int(kafka_port)), (redis.hostname or "127.0.0.1", redis.port or 6379)]
+    down = [f"{host}:{port}" for host, port in wanted if not listening(host, port)]
+    if down:
+        raise ServiceFailed(
+            f"nothing listens on {', '.join(down)}: Kafka and Redis must run (`make up` or "
+            "`make test` starts them)"
+        )
+
+
+class KafkaBroker:
+    """A single-node broker of the drill's own, on free ports, run by scripts/services.sh."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "DATA_DIR": str(folder),
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_HEAP": "-Xmx384m -Xms128m",
+        }
+        resolved = ROOT / ".data" / "kafka" / "classpath.txt"
+        if resolved.exists():  # skip Maven: the shared broker's jars are the same
+            (folder / "kafka").mkdir(parents=True, exist_ok=True)
+            shutil.copy(resolved, folder / "kafka" / "classpath.txt")
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _services(self, action: str) -> None:
+        subprocess.run(
+            [str(ROOT / "scripts" / "services.sh"), action, "kafka"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+
+    def start(self) -> None:
+        self._services("start")
+
+    def stop(self) -> None:
+        self._services("stop")
+
+
+class RedisServer:
+    """A Redis of the drill's own without persistence: a restart comes back empty."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start it on its port (the same one after a kill) and return once it listens."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                *("--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.folder)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if listening("127.0.0.1", self.port):
+                return
+            time.sleep(0.05)
+        raise ServiceFailed(f"redis-server did not listen on {self.port}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
