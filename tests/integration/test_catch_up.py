@@ -4,24 +4,18 @@ real Kafka and Redis, and ends only when every replayed record is in the tables.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-
-import pytest
 
 from app.settings import Settings
-from tests.conftest import ROOT, worker_env
-from tests.drill_support import (
+from harness.commands import run_app, run_in_terminal, run_replay
+from harness.ground_truth import (
     expected_states,
     random_events,
     read_states,
     states_equal,
-    worker_process,
+    wait_for_ground_truth,
 )
-from tests.test_progress import run_in_terminal
-from tests.test_replay import produce, run_replay, wait_for_states
-
-pytestmark = pytest.mark.integration
+from harness.kafka import produce
+from harness.worker import running_worker, worker_env
 
 
 async def test_catch_up_ends_once_every_replayed_record_is_applied_on_a_terminal_or_not(
@@ -30,21 +24,13 @@ async def test_catch_up_ends_once_every_replayed_record_is_applied_on_a_terminal
     events = random_events(300, range(30), items=20, seed=5)
     expected = expected_states(events, Settings())
     env = worker_env(tmp_path)
-    with worker_process(env, tmp_path / "worker.log") as process:
-        await produce(process.worker.topic, events)
-        await wait_for_states(http, process.url, expected)
+    with running_worker(env, tmp_path / "worker.log") as process:
+        await produce(process.topic, events)
+        await wait_for_ground_truth(http, process.url, expected, within=60, interval=0.5)
     await asyncio.to_thread(run_replay, env)
 
-    with worker_process(env, tmp_path / "worker.log") as process:
-        followed = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "app", "catch-up"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    with running_worker(env, tmp_path / "worker.log") as process:
+        followed = await asyncio.to_thread(run_app, ["catch-up"], env, timeout=120)
         assert followed.returncode == 0, followed.stdout + followed.stderr
         assert "all 300 records re-applied" in followed.stdout
         actual = await read_states(http, process.url, sorted(expected))

@@ -1,18 +1,15 @@
 """Streaming evaluation: the stream and its probes, the simulated variants, the scoring, and
-(integration) agreement between the in-process simulation and a replay through a real worker."""
+the calibration of the pipeline-agreement test (tests/integration/test_streaming_eval.py)."""
 
 from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from app.datasets import Event, read_events
-from app.settings import Settings
-from app.streaming_eval import (
+from app.evaluation.streaming import (
     Outcome,
     Popularity,
     RetrainPolicy,
@@ -24,9 +21,9 @@ from app.streaming_eval import (
     split_stream,
     summarize,
 )
-from tests.conftest import REDIS_URL, running_worker, worker_env
+from app.settings import Settings
+from harness.data import SAMPLE_EVENTS, STREAMING_REPLAY_LIMIT
 
-ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = Settings(als_factors=8, als_iterations=10, als_regularization=0.1, als_alpha=10.0)
 NO_REFIT = RetrainPolicy(growth=0.0, interval=0.0, new_item_interval=0.0)
 CUT = 50.0
@@ -250,65 +247,10 @@ def test_agreement_counts_probes_with_the_same_hit_and_the_same_top_10():
         agreement(first, second[:1], "product")
 
 
-# -- in process against the real pipeline -----------------------------------------------------
-
-REPLAY_LIMIT = 400
-MIN_SAME_TOP10 = 0.95  # see test_the_pipeline_replay_agrees_with_the_in_process_simulation
-
-
-@pytest.mark.integration
-async def test_the_pipeline_replay_agrees_with_the_in_process_simulation(tmp_path):
-    """The same slice replayed through HTTP -> Kafka -> agent -> table -> Redis -> HTTP and in
-    process gives the same top 10s, up to ALS fit noise.
-
-    The trainer fits once on exactly the warm-up (a retrain is requested after it is applied,
-    and the lists cached before are deleted), as the simulation does. A 400-event replay
-    reaches neither the growth nor the wall-clock refit, and new-item folds are off on both
-    sides (they run on wall time in the worker and on stream time in the simulation). What is
-    left is the order of the rows in the fit (changelog order in the trainer, first-seen order
-    here), which moves implicit's random start; refitting in process with the users in reverse
-    order changes none of these 303 top 10s (test below). The worker's model also travels as
-    float32 factors through Redis. So at least 95% of the probes must get the same top 10 (as a
-    set), the same hit or miss, and the popularity lists, which involve no fit, too.
-    """
-    from app import streaming_eval_command as command
-
-    events = read_events(ROOT / "data" / "sample-events.csv")
-    stream = split_stream(events, 0.8)
-    env = worker_env(
-        tmp_path,
-        RECSYS_FOLD_IN_INTERVAL="0.05",
-        RECSYS_NEW_ITEM_INTERVAL="1e9",
-        RECSYS_ALS_FACTORS="16",
-        RECSYS_ALS_ITERATIONS="15",
-    )
-    settings = Settings.from_env(env)
-    redis = Redis.from_url(REDIS_URL)
-    log_path = tmp_path / "worker.log"
-    try:
-        with running_worker(env, log_path) as worker:
-            pipeline = await command.replay_pipeline(
-                stream, REPLAY_LIMIT, worker.url, redis, settings
-            )
-    finally:
-        async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*"):
-            await redis.delete(key)
-        await redis.aclose()
-    policy = RetrainPolicy.of(settings)._replace(interval=0.0)
-    simulated = simulate(stream, settings, policy, REPLAY_LIMIT)
-    assert [fit.reason for fit in simulated.fits] == ["warm-up"]
-    assert len(pipeline) == len(simulated.outcomes) >= 300
-    product = agreement(simulated.outcomes, pipeline, "product")
-    popularity = agreement(simulated.outcomes, pipeline, "popularity")
-    failure = (product, popularity, log_path.read_text(errors="replace")[-3000:])
-    assert product["same_top10"] >= MIN_SAME_TOP10, failure
-    assert product["same_hit"] >= MIN_SAME_TOP10, failure
-    assert popularity["same_top10"] >= MIN_SAME_TOP10, failure
-
-
 def test_reversing_the_fit_order_changes_no_list():
-    """The calibration behind MIN_SAME_TOP10: the same replay, users fitted in reverse order."""
-    events = read_events(ROOT / "data" / "sample-events.csv")
+    """The calibration behind the pipeline-agreement test's 95% (tests/integration): the same
+    replay, users fitted in reverse order."""
+    events = read_events(SAMPLE_EVENTS)
     stream = split_stream(events, 0.8)
     settings = Settings(als_factors=16)
     policy = RetrainPolicy(settings.retrain_growth, 0.0, 0.0)
@@ -318,8 +260,8 @@ def test_reversing_the_fit_order_changes_no_list():
     reordered = Stream(
         [e for user in reversed(by_user) for e in by_user[user]], stream.replay, stream.cut
     )
-    first = simulate(stream, settings, policy, REPLAY_LIMIT)
-    second = simulate(reordered, settings, policy, REPLAY_LIMIT)
+    first = simulate(stream, settings, policy, STREAMING_REPLAY_LIMIT)
+    second = simulate(reordered, settings, policy, STREAMING_REPLAY_LIMIT)
     assert len(first.outcomes) == 303
     for variant in ("product", "popularity"):
         assert agreement(first.outcomes, second.outcomes, variant)["same_top10"] == 1.0

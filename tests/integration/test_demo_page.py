@@ -14,10 +14,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import eventually, get_json, get_metric, post_json
-from tests.test_pipeline import seed_history
-
-pytestmark = pytest.mark.integration
+from harness.data import seed_history
+from harness.http import eventually, get_json, get_metric, post_json
 
 USER = "seed-a1"
 CHROMIUM_FLAGS = (

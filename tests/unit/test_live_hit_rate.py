@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.metrics import LIVE_WINDOW, LiveHitRate
+from app.ops.metrics import LIVE_WINDOW, LiveHitRate
 
 
 def test_an_event_is_a_hit_when_its_item_was_in_the_last_written_top_10():

@@ -13,12 +13,10 @@ import contextlib
 import time
 from dataclasses import dataclass
 
-import pytest
-
-from tests.conftest import eventually, get_json, get_metric, worker_env
-from tests.drill_support import KafkaBroker, read_states, worker_process
-
-pytestmark = [pytest.mark.integration, pytest.mark.drill]
+from harness.ground_truth import read_states
+from harness.http import eventually, get_json, get_metric
+from harness.services import KafkaBroker
+from harness.worker import running_worker, worker_env
 
 USERS = 10
 
@@ -77,7 +75,7 @@ async def test_across_a_kafka_restart_posts_get_503_until_it_is_back_and_retried
     )
     answers: list[Answer] = []
     try:
-        with worker_process(env, tmp_path / "worker.log") as process:
+        with running_worker(env, tmp_path / "worker.log") as process:
             posting = asyncio.create_task(post_all_along(http, process.url, answers))
 
             async def consuming():

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from app.events import InvalidEvent, decode_message, parse_request
 from app.settings import Settings
+from app.validation import InvalidEvent, decode_message, parse_request
 
 NOW = 1_700_000_000.0
 SETTINGS = Settings()

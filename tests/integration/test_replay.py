@@ -5,72 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-from app.model_store import ModelStore, decode_model
 from app.settings import Settings
-from tests.conftest import KAFKA_BOOTSTRAP, REDIS_URL, ROOT, eventually, get_json, worker_env
-from tests.drill_support import (
+from app.stores.keys import RedisKeys
+from app.stores.model import ModelStore, decode_model
+from harness.commands import run_replay
+from harness.ground_truth import (
     expected_states,
     random_events,
     read_states,
-    states_equal,
-    worker_process,
+    wait_for_ground_truth,
 )
-
-pytestmark = pytest.mark.integration
+from harness.http import eventually, get_json
+from harness.kafka import produce
+from harness.services import KAFKA_BOOTSTRAP, REDIS_URL
+from harness.worker import running_worker, worker_env
 
 USERS = range(100)
 NEW_WEIGHTS = "view=3,click=1,purchase=2,return=-2"
 HALF_LIFE = 604800.0
 
 
-async def produce(topic: str, events: list[dict[str, Any]], **send: Any) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=KAFKA_BOOTSTRAP, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            key = send.get("key", event["user_id"].encode())
-            await producer.send(
-                topic, json.dumps(event).encode(), key=key, timestamp_ms=send.get("timestamp_ms")
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def wait_for_states(http, url: str, expected: dict[str, Any]) -> None:
-    users = sorted(expected)
-
-    async def all_equal():
-        actual = await read_states(http, url, users)
-        return all(states_equal(expected[u], actual[u]) for u in users) or None
-
-    await eventually(all_equal, within=60, interval=0.5)
-
-
-def run_replay(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "app", "replay", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
+    await wait_for_ground_truth(http, url, expected, within=60, interval=0.5)
 
 
 def expected_popularity(events: list[dict[str, Any]], settings: Settings, now: float) -> dict:
@@ -85,7 +50,7 @@ def expected_popularity(events: list[dict[str, Any]], settings: Settings, now: f
 
 async def model_events(redis: Redis, prefix: str) -> int | None:
     """How many events the published model was fitted on (None before a full fit)."""
-    models = ModelStore(redis, prefix)
+    models = ModelStore(redis, RedisKeys(prefix))
     version = await models.current_version()
     blob = None if version is None else await models.load(version)
     if blob is None:
@@ -100,9 +65,9 @@ async def test_after_a_weight_change_a_replay_rebuilds_state_popularity_lists_an
     events = random_events(2_000, USERS, items=50, seed=21)
     mis_keyed = random_events(20, USERS, items=50, seed=22)  # re-keyed by the worker
     env = worker_env(tmp_path)
-    with worker_process(env, tmp_path / "worker.log") as process:
-        await produce(process.worker.topic, events)
-        await produce(process.worker.topic, mis_keyed, key=None)
+    with running_worker(env, tmp_path / "worker.log") as process:
+        await produce(process.topic, events)
+        await produce(process.topic, mis_keyed, keyed=False)
         await wait_for_states(http, process.url, expected_states(events + mis_keyed, Settings()))
 
     new_env = {**env, "RECSYS_ACTION_WEIGHTS": NEW_WEIGHTS}
@@ -111,13 +76,13 @@ async def test_after_a_weight_change_a_replay_rebuilds_state_popularity_lists_an
     assert "2040 records to re-apply" in output  # each mis-keyed message and its re-keyed copy
 
     new_settings = Settings.from_env({"RECSYS_ACTION_WEIGHTS": NEW_WEIGHTS})
-    with worker_process(new_env, tmp_path / "worker.log") as process:
+    with running_worker(new_env, tmp_path / "worker.log") as process:
         await wait_for_states(http, process.url, expected_states(events + mis_keyed, new_settings))
 
         redis = Redis.from_url(REDIS_URL)
         try:
             fitted_on = await eventually(
-                lambda: model_events_if(redis, process.worker.redis_prefix, 2_020),
+                lambda: model_events_if(redis, process.redis_prefix, 2_020),
                 within=60,
                 interval=0.5,
             )
@@ -156,16 +121,16 @@ async def test_a_replay_since_a_time_rebuilds_state_from_the_events_logged_after
     older = random_events(500, USERS, items=50, seed=23)
     newer = random_events(500, USERS, items=50, seed=24)
     env = worker_env(tmp_path, RECSYS_RUN_TRAINER="false")
-    with worker_process(env, tmp_path / "worker.log") as process:
-        await produce(process.worker.topic, older, timestamp_ms=int((now - 7200) * 1000))
-        await produce(process.worker.topic, newer, timestamp_ms=int(now * 1000))
+    with running_worker(env, tmp_path / "worker.log") as process:
+        await produce(process.topic, older, timestamp_ms=int((now - 7200) * 1000))
+        await produce(process.topic, newer, timestamp_ms=int(now * 1000))
         await wait_for_states(http, process.url, expected_states(older + newer, Settings()))
 
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 3600))
     output = await asyncio.to_thread(run_replay, env, "--since", since)
     assert "500 records to re-apply" in output
 
-    with worker_process(env, tmp_path / "worker.log") as process:
+    with running_worker(env, tmp_path / "worker.log") as process:
         expected = expected_states(newer, Settings())
         await wait_for_states(http, process.url, expected)
         only_older = {e["user_id"] for e in older} - {e["user_id"] for e in newer}

@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.conftest import KAFKA_BOOTSTRAP, eventually, get_json, post_json
-
-pytestmark = pytest.mark.integration
+from harness.data import seed_history
+from harness.http import eventually, get_json, post_json
+from harness.services import KAFKA_BOOTSTRAP
 
 FRESHNESS_LIMIT = 2.0
-
-
-def seed_history() -> list[dict]:
-    """Two taste groups: users of group a buy a-items, users of group b buy b-items."""
-    rng = random.Random(3)
-    events = []
-    for group in "ab":
-        for user in range(20):
-            for item in rng.sample(range(10), 6):
-                events.append(
-                    {
-                        "user_id": f"seed-{group}{user}",
-                        "item_id": f"{group}{item}",
-                        "action": "purchase",
-                    }
-                )
-    return events
 
 
 @pytest.fixture(scope="module")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import uuid
 
 import orjson
-import pytest
 from redis.asyncio import Redis
 
-from app.model_store import ModelStore
 from app.settings import Settings
+from app.stores.keys import RedisKeys
+from app.stores.model import ModelStore
 from app.trainer import LEASE_TTL_MS, Trainer
-from tests.conftest import REDIS_URL
-
-pytestmark = pytest.mark.integration
+from harness.services import REDIS_URL
 
 
 def state(items: dict[str, float]) -> bytes:
@@ -24,7 +22,7 @@ def state(items: dict[str, float]) -> bytes:
 
 async def test_a_trainer_resuming_a_new_item_fold_does_not_refit():
     redis = Redis.from_url(REDIS_URL)
-    models = ModelStore(redis, f"test:trainer-{uuid.uuid4().hex[:10]}")
+    models = ModelStore(redis, RedisKeys(f"test:trainer-{uuid.uuid4().hex[:10]}"))
     settings = Settings(als_factors=4, als_iterations=3)
     try:
         first = Trainer(settings, models, "first")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import eventually, get_json, post_json
-
-pytestmark = pytest.mark.integration
+from harness.http import eventually, get_json, post_json
 
 
 def catalogue_item(kind: str, number: int, **fields) -> dict:

@@ -5,26 +5,17 @@ without a restart), and a survivor takes over."""
 from __future__ import annotations
 
 import re
-import signal
 import time
 from collections import Counter
 
-import pytest
 from redis.asyncio import Redis
 
-from app.model_store import ModelStore, version_sequence
-from tests.conftest import (
-    REDIS_URL,
-    eventually,
-    free_port,
-    get_json,
-    post_json,
-    running_worker,
-    worker_env,
-)
-from tests.test_pipeline import seed_history
-
-pytestmark = pytest.mark.integration
+from app.stores.keys import RedisKeys
+from app.stores.model import ModelStore, version_sequence
+from harness.data import seed_history
+from harness.http import eventually, get_json, post_json
+from harness.services import REDIS_URL, free_port
+from harness.worker import running_worker, worker_env
 
 FAILOVER_LIMIT = 45.0  # session timeout 10 s + rebalance + standby promotion, with margin
 
@@ -73,7 +64,7 @@ async def test_two_workers_share_users_one_model_and_survive_a_kill(tmp_path, ht
 
         await eventually(one_model_everywhere, within=30, interval=0.5)
         redis = Redis.from_url(REDIS_URL)
-        models = ModelStore(redis, first.redis_prefix)
+        models = ModelStore(redis, RedisKeys(first.redis_prefix))
         handed_out = await models.last_sequence()
         assert (await post_json(http, f"{first.url}/admin/retrain", {}))[0] == 202
 
@@ -96,7 +87,7 @@ async def test_two_workers_share_users_one_model_and_survive_a_kill(tmp_path, ht
         assert len(active) == 1, "one trainer per deployment; the other waits on the lease"
 
         killed_at = time.monotonic()
-        second.process.send_signal(signal.SIGKILL)
+        second.kill()
         during = [
             {"user_id": f"failover-{n % 7}", "item_id": f"f{n}", "action": "click"}
             for n in range(70)

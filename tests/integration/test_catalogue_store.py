@@ -3,26 +3,26 @@
 import uuid
 from collections.abc import AsyncIterator
 
-import pytest
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from app.catalogue import ItemRecord
-from app.catalogue_store import SCAN_CHUNK, CatalogueStore
-from tests.conftest import REDIS_URL
-
-pytestmark = pytest.mark.integration
+from app.models import ItemRecord
+from app.stores.catalogue import SCAN_CHUNK, CatalogueStore
+from app.stores.keys import RedisKeys
+from harness.services import REDIS_URL
 
 
 @pytest_asyncio.fixture
 async def store() -> AsyncIterator[CatalogueStore]:
     redis = Redis.from_url(REDIS_URL)
     prefix = f"test:{uuid.uuid4().hex}"
-    store = CatalogueStore(redis, prefix)
+    store = CatalogueStore(redis, RedisKeys(prefix))
     try:
         yield store
     finally:
-        await redis.delete(store.items_key, store.unavailable_key, store.version_key)
+        await redis.delete(
+            store.keys.items, store.keys.unavailable_items, store.keys.catalogue_version
+        )
         await redis.aclose()
 
 
@@ -79,6 +79,6 @@ async def test_an_empty_put_leaves_the_version_unchanged(store):
 
 async def test_all_keys_live_under_the_prefix(store):
     await store.put([ItemRecord("i1", available=False)])
-    matching = store.redis.scan_iter(match=f"{store.prefix}:*", count=10_000)
+    matching = store.redis.scan_iter(match=f"{store.keys.prefix}:*", count=10_000)
     keys = {key.decode() async for key in matching}
-    assert keys == {store.items_key, store.unavailable_key, store.version_key}
+    assert keys == {store.keys.items, store.keys.unavailable_items, store.keys.catalogue_version}

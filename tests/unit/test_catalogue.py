@@ -16,17 +16,10 @@ import math
 
 import pytest
 
-from app.catalogue import (
-    ContentIndex,
-    ItemRecord,
-    blend,
-    from_json,
-    item_tokens,
-    parse_items,
-    to_json,
-    tokenize,
-)
-from app.events import InvalidEvent
+from app.content import ContentIndex, blend, item_tokens, tokenize
+from app.models import ItemRecord
+from app.stores.catalogue import decode_item, encode_item
+from app.validation import InvalidEvent, parse_items
 
 A = ItemRecord("a", title="Red shoes", tags=("running",))
 B = ItemRecord("b", title="Red red hat")
@@ -240,8 +233,8 @@ def test_an_invalid_item_in_a_batch_names_its_index():
 
 def test_a_record_survives_its_json_form():
     record = ItemRecord("i1", "Red", "Light", ("Shoes",), ("red", "trail"), False)
-    assert from_json(to_json(record)) == record
+    assert decode_item(encode_item(record)) == record
 
 
 def test_a_stored_record_missing_newer_fields_takes_their_defaults():
-    assert from_json(b'{"item_id": "i1", "title": "Red"}') == ItemRecord("i1", title="Red")
+    assert decode_item(b'{"item_id": "i1", "title": "Red"}') == ItemRecord("i1", title="Red")

@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from app import evaluation, ranker
+from app import ranker
 from app.datasets import DatasetError, Event, read_events
-from app.evaluation import (
+from app.evaluation import offline
+from app.evaluation.offline import (
     bootstrap_ci,
     bootstrap_indices,
     held_out_count,
@@ -192,11 +193,11 @@ def test_popularity_sums_positive_weights_ignores_returns_and_breaks_ties_by_id(
         buy("u3", "C", 8, "view"),  # C: 1.5
         buy("u3", "D", 9, "return"),  # D: 0, still in the catalogue
     ]
-    assert evaluation.popularity_ranking(events, WEIGHT) == ["A", "B", "E", "C", "D"]
+    assert offline.popularity_ranking(events, WEIGHT) == ["A", "B", "E", "C", "D"]
 
 
 def test_popular_unseen_skips_the_users_items():
-    assert evaluation.popular_unseen(["A", "B", "C", "D"], {"A", "C"}, 3) == ["B", "D"]
+    assert offline.popular_unseen(["A", "B", "C", "D"], {"A", "C"}, 3) == ["B", "D"]
 
 
 def tiny_model(rows):
@@ -208,13 +209,13 @@ def test_als_lists_exclude_items_whose_weights_sum_to_zero():
     rows = [{"A": 2.0, "B": 2.0}, {"C": 2.0, "D": 2.0}, {"A": 2.0, "D": 2.0}]
     model = tiny_model(rows)
     # "B" nets to zero: the ALS matrix drops it, so recommend() alone would return it
-    lists, fallbacks = evaluation.als_lists(model, [{"A": 2.0, "B": 0.0}], 3, lambda row: [])
+    lists, fallbacks = offline.als_lists(model, [{"A": 2.0, "B": 0.0}], 3, lambda row: [])
     assert (sorted(lists[0]), fallbacks) == (["C", "D"], 0)
 
 
 def test_als_falls_back_for_a_row_without_a_known_item():
     model = tiny_model([{"A": 2.0, "B": 2.0}, {"B": 2.0, "C": 2.0}])
-    lists, fallbacks = evaluation.als_lists(model, [{"Z": 2.0}], 2, lambda row: ["popular"])
+    lists, fallbacks = offline.als_lists(model, [{"Z": 2.0}], 2, lambda row: ["popular"])
     assert (lists, fallbacks) == ([["popular"]], 1)
 
 
@@ -239,20 +240,20 @@ def two_taste_groups():
 
 
 def test_evaluate_reports_each_metric_with_an_interval_around_it_per_model():
-    report = evaluation.evaluate(
+    report = offline.evaluate(
         two_taste_groups(), "user-last", 0.1, ["popularity", "als"], Settings()
     )
     assert (report["protocol"], report["test_fraction"], report["users"]) == ("user-last", 0.1, 40)
     for name in ("popularity", "als"):
         summary = report["models"][name]
-        for metric in evaluation.METRICS:
+        for metric in offline.METRICS:
             low, high = summary["ci95"][metric]
             assert low <= summary[metric] <= high
 
 
 def test_low_rank_als_beats_popularity_when_a_minority_has_its_own_taste():
     two_factors = ranker.AlsParams(factors=2, threads=1)  # 64 factors would memorise 40 users
-    report = evaluation.evaluate(
+    report = offline.evaluate(
         two_taste_groups(), "temporal", 1 / 6, ["popularity", "als"], Settings(), two_factors
     )
     popularity, als = report["models"]["popularity"], report["models"]["als"]
@@ -263,9 +264,9 @@ def test_low_rank_als_beats_popularity_when_a_minority_has_its_own_taste():
 
 def test_an_unknown_protocol_or_model_is_refused():
     with pytest.raises(ValueError, match="unknown protocol"):
-        evaluation.evaluate(two_taste_groups(), "random", 0.1, ["als"], Settings())
+        offline.evaluate(two_taste_groups(), "random", 0.1, ["als"], Settings())
     with pytest.raises(ValueError, match="unknown models"):
-        evaluation.evaluate(two_taste_groups(), "temporal", 0.1, ["bpr"], Settings())
+        offline.evaluate(two_taste_groups(), "temporal", 0.1, ["bpr"], Settings())
 
 
 # -- the adapter ------------------------------------------------------------------------------

@@ -9,19 +9,13 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from app.model_store import ModelStore, decode_model, version_sequence
+from app.stores.keys import RedisKeys
+from app.stores.model import ModelStore, decode_model, version_sequence
 from app.trainer import TICK_SECONDS
-from tests.conftest import (
-    REDIS_URL,
-    eventually,
-    get_json,
-    post_json,
-    running_worker,
-    worker_env,
-)
-from tests.test_pipeline import seed_history
-
-pytestmark = pytest.mark.integration
+from harness.data import seed_history
+from harness.http import eventually, get_json, post_json
+from harness.services import REDIS_URL
+from harness.worker import running_worker, worker_env
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +107,7 @@ async def fitted_on(worker, version: str) -> int | None:
     keeps the count of its fit)."""
     redis = Redis.from_url(REDIS_URL)
     try:
-        blob = await ModelStore(redis, worker.redis_prefix).load(version)
+        blob = await ModelStore(redis, RedisKeys(worker.redis_prefix)).load(version)
     finally:
         await redis.aclose()
     return None if blob is None else decode_model(blob)[1]["metrics"].get("events")

@@ -7,7 +7,7 @@ import logging
 import re
 import sys
 
-from app.logs import KeyValueFormatter
+from app.ops.logs import KeyValueFormatter
 
 
 def record(message: str, exc_info=None) -> logging.LogRecord:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.events import InvalidEvent, parse_request
 from app.models import RECENT_EVENT_IDS, UserAction, UserState, empty_state
 from app.settings import Settings
+from app.validation import InvalidEvent, parse_request
 
 NOW = 1_700_000_000.0
 

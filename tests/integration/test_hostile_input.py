@@ -22,10 +22,9 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from yarl import URL
 
-from tests.conftest import KAFKA_BOOTSTRAP, REDIS_URL, eventually, get_json, get_metric, worker_env
-from tests.drill_support import WorkerProcess, worker_process
-
-pytestmark = pytest.mark.integration
+from harness.http import eventually, get_json, get_metric
+from harness.services import KAFKA_BOOTSTRAP, REDIS_URL
+from harness.worker import WorkerProcess, running_worker, worker_env
 
 BODY_READ_TIMEOUT = 1.0
 
@@ -36,7 +35,7 @@ def target(tmp_path_factory) -> WorkerProcess:
     env = worker_env(
         folder, RECSYS_RUN_TRAINER="false", RECSYS_BODY_READ_TIMEOUT=str(BODY_READ_TIMEOUT)
     )
-    with worker_process(env, folder / "worker.log") as process:
+    with running_worker(env, folder / "worker.log") as process:
         yield process
 
 
@@ -45,13 +44,12 @@ async def log_ends(target) -> AsyncIterator:
     """A probe of how many records the events and dead-letter topics hold."""
     consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP)
     await consumer.start()
-    worker = target.worker
 
     async def ends() -> int:
         partitions = [
             TopicPartition(topic, p)
-            for topic in (worker.topic, worker.dead_letter_topic)
-            for p in range(int(worker.env["RECSYS_PARTITIONS"]))
+            for topic in (target.topic, target.dead_letter_topic)
+            for p in range(int(target.env["RECSYS_PARTITIONS"]))
         ]
         return sum((await consumer.end_offsets(partitions)).values())
 
@@ -201,7 +199,7 @@ async def test_unusual_unicode_ids_are_kept_exactly_and_their_redis_keys_stay_na
         return True
 
     await eventually(every_state_exact, within=10, interval=0.2)
-    prefix = target.worker.redis_prefix
+    prefix = target.redis_prefix
     redis = Redis.from_url(REDIS_URL)
     try:
         lists = {f"{prefix}:rec:{user}".encode() for user in UNUSUAL_IDS}
@@ -218,7 +216,6 @@ async def test_unusual_unicode_ids_are_kept_exactly_and_their_redis_keys_stay_na
 
 
 async def test_malformed_kafka_messages_are_dead_lettered_with_the_reason_and_counted(target, http):
-    worker = target.worker
     malformed = [
         (b"{broken", [], "value: is not JSON"),
         (b"\xff\xfe\x00", [], "value: is not JSON"),
@@ -235,10 +232,10 @@ async def test_malformed_kafka_messages_are_dead_lettered_with_the_reason_and_co
     await producer.start()
     try:
         for value, headers, _ in malformed:
-            await producer.send_and_wait(worker.topic, value, key=b"mallory", headers=headers)
+            await producer.send_and_wait(target.topic, value, key=b"mallory", headers=headers)
         valid = event(user_id="after-the-storm", item_id="z1", action="purchase")
         await producer.send_and_wait(
-            worker.topic, json.dumps(valid).encode(), key=b"after-the-storm"
+            target.topic, json.dumps(valid).encode(), key=b"after-the-storm"
         )
     finally:
         await producer.stop()
@@ -252,7 +249,7 @@ async def test_malformed_kafka_messages_are_dead_lettered_with_the_reason_and_co
     assert counted - counted_before == len(malformed)
 
     consumer = AIOKafkaConsumer(
-        worker.dead_letter_topic, bootstrap_servers=KAFKA_BOOTSTRAP, auto_offset_reset="earliest"
+        target.dead_letter_topic, bootstrap_servers=KAFKA_BOOTSTRAP, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

@@ -16,11 +16,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tests.conftest import eventually, get_json, post_json, worker_env
-from tests.drill_support import RedisServer, WorkerProcess, worker_process
-from tests.test_pipeline import seed_history
-
-pytestmark = pytest.mark.integration
+from harness.data import seed_history
+from harness.http import eventually, get_json, post_json
+from harness.services import RedisServer
+from harness.worker import WorkerProcess, running_worker, worker_env
 
 POLLED_USERS = [f"seed-a{user}" for user in range(3)]
 UNPOLLED_USERS = [f"seed-{group}{user}" for group in "ab" for user in range(5, 20)]
@@ -65,7 +64,7 @@ class Deployment:
 
     @property
     def prefix(self) -> str:
-        return self.process.worker.redis_prefix
+        return self.process.redis_prefix
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,7 @@ async def deployment(tmp_path_factory, http) -> AsyncIterator[Deployment]:
     server.start()
     env = worker_env(folder, RECSYS_REDIS_URL=server.url)
     try:
-        with worker_process(env, folder / "worker.log") as process:
+        with running_worker(env, folder / "worker.log") as process:
             status, _ = await post_json(http, f"{process.url}/events", {"events": seed_history()})
             assert status == 202
             redis = Redis.from_url(server.url)

@@ -8,10 +8,9 @@ import secrets
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.conftest import KAFKA_BOOTSTRAP, eventually, get_json, worker_env
-from tests.drill_support import WorkerProcess, worker_process
-
-pytestmark = pytest.mark.integration
+from harness.http import eventually, get_json
+from harness.services import KAFKA_BOOTSTRAP
+from harness.worker import WorkerProcess, running_worker, worker_env
 
 KEY = secrets.token_urlsafe(24)
 EVENT = {"user_id": "keyed-user", "item_id": "i1", "action": "click"}
@@ -21,7 +20,7 @@ EVENT = {"user_id": "keyed-user", "item_id": "i1", "action": "click"}
 def keyed_worker(tmp_path_factory) -> WorkerProcess:
     folder = tmp_path_factory.mktemp("keyed")
     env = worker_env(folder, RECSYS_API_KEY=KEY, RECSYS_RUN_TRAINER="false")
-    with worker_process(env, folder / "worker.log") as process:
+    with running_worker(env, folder / "worker.log") as process:
         yield process
 
 
@@ -30,8 +29,7 @@ async def events_logged(process: WorkerProcess) -> int:
     await consumer.start()
     try:
         partitions = [
-            TopicPartition(process.worker.topic, p)
-            for p in range(int(process.env["RECSYS_PARTITIONS"]))
+            TopicPartition(process.topic, p) for p in range(int(process.env["RECSYS_PARTITIONS"]))
         ]
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
