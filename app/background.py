@@ -60,7 +60,7 @@ def add_jobs(product: Product) -> None:
             await topic.maybe_declare()
 
     async def refresh_touched_users() -> None:
-        await refresher.tick()
+        await refresher.refresh_continuously()
 
     async def follow_published_model() -> None:
         """Serve the trainer's current model and the current catalogue on every worker,
@@ -88,8 +88,8 @@ def add_jobs(product: Product) -> None:
 
     app.task(declare_topics)
     app.task(supervise_trainer)
+    app.task(refresh_touched_users)
     for interval, job, what in (
-        (settings.fold_in_interval, refresh_touched_users, "refresh"),
         (MODEL_SYNC_INTERVAL, follow_published_model, "model check"),
         (REDIS_CHECK_INTERVAL, watch_redis, "Redis check"),
         (CATCH_UP_CHECK_INTERVAL, fit_after_replay, "replay catch-up check"),

@@ -1,8 +1,10 @@
 """Keeps every touched user's top-N list in Redis fresh against the current published model.
 
-The stream agent records each applied event here; a short timer calls :meth:`ListRefresher.tick`,
-which re-solves the touched users exactly against the current item factors (on a worker thread,
-off the event loop) and writes the lists the serving policy (``app.serving``) chooses. Models
+The stream agent records each applied event here; :meth:`ListRefresher.refresh_continuously`
+ticks as soon as a user is touched: :meth:`ListRefresher.tick` re-solves the touched users
+exactly against the current item factors (on a worker thread, off the event loop) and writes the
+lists the serving policy (``app.serving``) chooses. Events that arrive during a tick wait for the
+next one, so the batch grows with the load instead of a fixed clock adding its period. Models
 are fitted by the trainer (``app.trainer``) and published in Redis;
 :meth:`ListRefresher.sync_model` switches to a new version atomically, and
 :meth:`ListRefresher.sync_catalogue` to a new catalogue snapshot.
@@ -11,12 +13,15 @@ are fitted by the trainer (``app.trainer``) and published in Redis;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
+
+from redis.exceptions import RedisError
 
 from app import ranker, serving
 from app.models import UserAction, UserState
@@ -61,6 +66,7 @@ class ListRefresher:
         self._popularity = accumulators(settings.half_lives)
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
         self._write_lock = asyncio.Lock()
+        self._work_waiting = asyncio.Event()
 
     @property
     def model_version(self) -> str | None:
@@ -73,6 +79,7 @@ class ListRefresher:
         item gains popularity. Keeping the state saves the tick a table read per user; the
         earliest unflushed Kafka timestamp (seconds) per user measures freshness."""
         self._touched[action.user_id] = state
+        self._work_waiting.set()
         if received_at is not None:
             self._since.setdefault(action.user_id, received_at)
         if weight > 0:
@@ -88,6 +95,22 @@ class ListRefresher:
         """
         if len(self._stale) < MAX_STALE:
             self._stale[user_id] = None
+
+    async def refresh_continuously(self) -> None:
+        """Tick whenever a user was touched since the last tick, at once; otherwise every
+        ``fold_in_interval`` seconds (for stale lists). A tick Redis fails is retried after
+        ``fold_in_interval``, with its work kept."""
+        interval = self.settings.fold_in_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._work_waiting.wait()
+            self._work_waiting.clear()
+            try:
+                await self.tick()
+            except (RedisError, OSError) as error:
+                log.warning("refresh postponed, Redis unavailable: %s", error)
+                await asyncio.sleep(interval)
 
     async def tick(self) -> None:
         """Flush popularity, refresh touched users and then stale ones.

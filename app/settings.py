@@ -80,7 +80,8 @@ class Settings:
     default_weight: float = 0.1
     """Weight of an action not in ``action_weights``."""
     fold_in_interval: float = 0.2
-    """Seconds between the refresher's ticks."""
+    """A touched user's list is refreshed at once; this is the wait between ticks when nobody
+    was touched (for lists served from an older model) and before a retry when Redis failed."""
     retrain_interval: float = 3600.0
     """Seconds between scheduled full fits (0: none on a clock)."""
     retrain_growth: float = 1.0
