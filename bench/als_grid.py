@@ -30,8 +30,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from app import evaluation, ranker
+from app import ranker
 from app.datasets import read_events
+from app.evaluation import offline
 from app.settings import Settings
 
 DEFAULT_EVENTS = "/work/shared/datasets/online-retail/online_retail.csv.gz"
@@ -40,15 +41,15 @@ REGULARIZATION = (0.01, 0.05, 0.1)
 ALPHA = (1.0, 5.0, 10.0, 20.0)
 EXTRA_SEEDS = (43, 44, 45, 46)
 
-_TASK: evaluation.Task | None = None  # set before the worker processes fork
+_TASK: offline.Task | None = None  # set before the worker processes fork
 
 
 def _run(params: ranker.AlsParams) -> tuple[dict[str, object], dict[str, np.ndarray]]:
     """One configuration's summary row and per-user metric values."""
     assert _TASK is not None
     started = time.perf_counter()
-    per_user, fallbacks = evaluation.score_als(_TASK, params)
-    summary = evaluation.summarize(per_user, _TASK.indices)
+    per_user, fallbacks = offline.score_als(_TASK, params)
+    summary = offline.summarize(per_user, _TASK.indices)
     row = {
         "factors": params.factors,
         "regularization": params.regularization,
@@ -92,7 +93,7 @@ def _table(rows: list[dict[str, object]], marks: dict[tuple, str]) -> str:
 
 def _seed_spread(rows: list[dict[str, object]]) -> dict[str, object]:
     spread: dict[str, object] = {"seeds": [row["random_seed"] for row in rows]}
-    for metric in evaluation.METRICS:
+    for metric in offline.METRICS:
         values = [row[metric] for row in rows]
         spread[metric] = {
             "mean": round(statistics.mean(values), 4),
@@ -107,7 +108,7 @@ def main() -> None:
     global _TASK
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", default=DEFAULT_EVENTS)
-    parser.add_argument("--protocol", choices=evaluation.PROTOCOLS, default="temporal")
+    parser.add_argument("--protocol", choices=offline.PROTOCOLS, default="temporal")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--factors", type=_ints, default=FACTORS, help="e.g. 32,64,128")
     parser.add_argument("--regularization", type=_floats, default=REGULARIZATION)
@@ -129,11 +130,11 @@ def main() -> None:
     started = time.perf_counter()
     settings = Settings()
     events = read_events(args.events)
-    _TASK = evaluation.prepare(events, args.protocol, args.test_fraction, settings.weight)
+    _TASK = offline.prepare(events, args.protocol, args.test_fraction, settings.weight)
     say(f"{args.protocol} split: {_TASK.describe()}, {len(_TASK.users)} users tested")
-    popularity = evaluation.summarize(evaluation.score_popularity(_TASK), _TASK.indices)
+    popularity = offline.summarize(offline.score_popularity(_TASK), _TASK.indices)
 
-    default = evaluation.als_params(settings)
+    default = offline.als_params(settings)
     grid = [
         replace(default, factors=f, regularization=r, alpha=a)
         for f, r, a in itertools.product(args.factors, args.regularization, args.alpha)
@@ -176,8 +177,8 @@ def main() -> None:
         same = [row for row in rows + reruns if _key(row) == _key(asdict(params))]
         seeds[name] = {"params": asdict(params), **_seed_spread(same)}
     pair = (per_user[_key(asdict(candidate))], per_user[_key(asdict(default))])
-    difference = evaluation.summarize(
-        {m: pair[0][m] - pair[1][m] for m in evaluation.METRICS}, _TASK.indices
+    difference = offline.summarize(
+        {m: pair[0][m] - pair[1][m] for m in offline.METRICS}, _TASK.indices
     )
     marks = {_key(asdict(default)): "default", _key(best): "**best**"}
     if _key(asdict(default)) == _key(best):
@@ -186,13 +187,13 @@ def main() -> None:
         marks[_key(asdict(candidate))] = "candidate"
     wall = time.perf_counter() - started
 
-    print("popularity: " + ", ".join(f"{m} {popularity[m]:.4f}" for m in evaluation.METRICS))
+    print("popularity: " + ", ".join(f"{m} {popularity[m]:.4f}" for m in offline.METRICS))
     print(_table(rows, marks))
     for name, spread in seeds.items():
         print(
             f"{name} {_key(spread['params'])} over seeds {spread['seeds']}: "
             + ", ".join(
-                f"{m} {spread[m]['mean']:.4f} ± {spread[m]['sd']:.4f}" for m in evaluation.METRICS
+                f"{m} {spread[m]['mean']:.4f} ± {spread[m]['sd']:.4f}" for m in offline.METRICS
             )
         )
     print(
@@ -200,7 +201,7 @@ def main() -> None:
         + ", ".join(
             f"{m} {difference[m]:+.4f} ({difference['ci95'][m][0]:+.4f} to "
             f"{difference['ci95'][m][1]:+.4f})"
-            for m in evaluation.METRICS
+            for m in offline.METRICS
         )
     )
     print(f"wall time {wall:.0f} s with {args.jobs} jobs")

@@ -1,7 +1,7 @@
 """Freshness: time from an accepted event to its user's updated list in Redis, idle and under
 steady background loads, and the highest load at which p99 stays under 1 s.
 
-By default it starts its own worker (unique names, bench/_worker.py), feeds it the bundled
+By default it starts its own worker (unique names, harness/worker.py), feeds it the bundled
 sample, has the trainer fit on it and waits for personal lists; ``--url``/``--prefix`` use a
 running worker instead (one that knows the sample: ``make feed``). For each probe, a user's
 current top item is clicked over HTTP; the probe ends when that item has left the user's cached
@@ -24,14 +24,17 @@ import json
 import math
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
+
 import aiohttp
-from _worker import OwnWorker, machine, write_report
+from _support import machine, own_worker, write_report
 from redis.asyncio import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
+from harness.data import SAMPLE_EVENTS
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,7 +136,7 @@ def summary(label: str, results: list[tuple[float, float, float]], load: int) ->
 
 
 def load_sample() -> list[dict[str, str]]:
-    with open(ROOT / "data" / "sample-events.csv", newline="") as handle:
+    with open(SAMPLE_EVENTS, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -213,9 +216,9 @@ async def main(args: argparse.Namespace) -> None:
     if args.url:
         reports = await measure(args.url, args.prefix, args)
     else:
-        with OwnWorker("freshness") as worker:
-            await prepare(worker.url, worker.prefix, load_sample())
-            reports = await measure(worker.url, worker.prefix, args)
+        with own_worker("freshness") as worker:
+            await prepare(worker.url, worker.redis_prefix, load_sample())
+            reports = await measure(worker.url, worker.redis_prefix, args)
     best = print_table(reports)
     write_report({"machine": started, "highest_rate_p99_under_1s": best, "runs": reports}, args.out)
 

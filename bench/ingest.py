@@ -1,7 +1,7 @@
 """Ingest: events/s sustained end to end on one worker, over HTTP and straight to Kafka; then,
 on the data that is in, the memory it takes and the trainer's full fit.
 
-Starts its own worker (unique app id, topics, Redis prefix; see bench/_worker.py), then:
+Starts its own worker (unique app id, topics, Redis prefix; see harness/worker.py), then:
 
 1. **HTTP**: wrk posts ``{"events": [...]}`` batches of random views (100k users, 10k items)
    for ``--http-seconds`` with ``--connections`` connections (bench/ingest.lua); the 202 rate
@@ -26,22 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
 
 import aiohttp
 import numpy as np
 import orjson
-from _worker import OwnWorker, machine, rss_bytes, run_wrk, write_report
+from _support import machine, own_worker, rss_bytes, run_wrk, write_report
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
 from app import ranker
 from app.datasets import read_events
-from app.evaluation import als_params, interaction_rows
-from app.model_store import ModelStore, decode_model
+from app.evaluation.offline import als_params, interaction_rows
 from app.settings import Settings
+from app.stores.keys import RedisKeys
+from app.stores.model import ModelStore, decode_model
+from harness.worker import WorkerProcess
 
 DATA = "/work/shared/datasets/online-retail/online_retail.csv.gz"
 LUA = Path(__file__).with_name("ingest.lua")
@@ -84,7 +89,7 @@ def post_batches(url: str, seconds: int, connections: int, batch: int) -> dict[s
     return {**summary, "batch": batch, "connections": connections, "wrk_output": out}
 
 
-async def http_ingest(worker: OwnWorker, args: argparse.Namespace) -> dict[str, object]:
+async def http_ingest(worker: WorkerProcess, args: argparse.Namespace) -> dict[str, object]:
     async with aiohttp.ClientSession() as http:
         started = time.time()
         result = await asyncio.to_thread(
@@ -107,7 +112,7 @@ async def http_ingest(worker: OwnWorker, args: argparse.Namespace) -> dict[str, 
     }
 
 
-async def kafka_ingest(worker: OwnWorker, events: list) -> dict[str, object]:
+async def kafka_ingest(worker: WorkerProcess, events: list) -> dict[str, object]:
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", linger_ms=5, acks="all")
     await producer.start()
     started = time.time()
@@ -151,11 +156,13 @@ def children(pid: int) -> list[int]:
 
 
 async def memory(
-    worker: OwnWorker, before_rss: int, trainer_before: int, events: list
+    worker: WorkerProcess, before_rss: int, trainer_before: int, events: list
 ) -> dict[str, object]:
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
     try:
-        keys = [key async for key in redis.scan_iter(match=f"{worker.prefix}:rec:*", count=1000)]
+        keys = [
+            key async for key in redis.scan_iter(match=f"{worker.redis_prefix}:rec:*", count=1000)
+        ]
         sample = keys[:: max(1, len(keys) // 1000)]
         sizes = [await redis.memory_usage(key) for key in sample]
         info = await redis.info("memory")
@@ -185,9 +192,11 @@ async def memory(
     }
 
 
-async def fit_in_pipeline(worker: OwnWorker, events: list, settings: Settings) -> dict[str, object]:
+async def fit_in_pipeline(
+    worker: WorkerProcess, events: list, settings: Settings
+) -> dict[str, object]:
     redis = Redis.from_url("redis://127.0.0.1:6379/0")
-    models = ModelStore(redis, worker.prefix)
+    models = ModelStore(redis, RedisKeys(worker.redis_prefix))
     try:
         before = await models.current_version()
         async with (
@@ -225,7 +234,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = Settings()
     events = read_events(args.events)
     reports: dict[str, object] = {"machine": machine()}
-    with OwnWorker("ingest") as worker:
+    with own_worker("ingest") as worker:
         await asyncio.sleep(2)
         before_rss = rss_bytes(worker.pid)
         trainer_before = sum(rss_bytes(child) for child in children(worker.pid))

@@ -8,7 +8,7 @@ pipeline's fold-in against bare ``partial_fit_users``, on Online Retail or a syn
 * **Fold-in**: users per second in batches of ``--batch`` users (a 200 ms tick at 1,000
   events/s touches about 200): bare ``partial_fit_users``; ``ranker.fold_in`` (the same exact
   solve); ``ranker.recommend`` (solve and rank the top 100 unseen); and the pipeline's
-  ``Recommender.refresh`` (solve, rank, encode, one Redis pipeline write, under a bench
+  ``ListRefresher.refresh`` (solve, rank, encode, one Redis pipeline write, under a bench
   prefix). The ratio is bare ``partial_fit_users`` users/s over ``refresh`` users/s.
 
 ``--synthetic USERS,ITEMS,EVENTS`` draws events instead: users uniform, items Zipf-like
@@ -25,24 +25,26 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import time
 import uuid
+from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
 
 import numpy as np
-from _worker import machine, rss_bytes, write_report
+from _support import machine, rss_bytes, write_report
 from redis.asyncio import Redis
 
 from app import ranker
-from app.cache import RecommendationStore
-from app.catalogue_store import CatalogueStore
 from app.datasets import read_events
-from app.evaluation import als_params, interaction_rows
-from app.model_store import ModelStore
+from app.evaluation.offline import als_params, interaction_rows
 from app.models import UserState
-from app.recommender import Recommender
+from app.refresher import ListRefresher
 from app.settings import Settings
+from app.stores import Stores
 
 DATA = "/work/shared/datasets/online-retail/online_retail.csv.gz"
 
@@ -121,12 +123,9 @@ async def fold_in_figures(
         ),
     }
     redis = Redis.from_url(settings.redis_url)
-    prefix = f"bench:{uuid.uuid4().hex[:8]}"
-    store = RecommendationStore(redis, prefix, 60)
-    recommender = Recommender(
-        settings, store, ModelStore(redis, prefix), CatalogueStore(redis, prefix), states=None
-    )
-    recommender.model = model
+    own = replace(settings, redis_prefix=f"bench:{uuid.uuid4().hex[:8]}", cache_ttl=60)
+    refresher = ListRefresher(own, Stores.of(redis, own), states=None)
+    refresher.model = model
     states = [
         {
             f"u{i}": UserState(items={item: [w, 1, 0.0] for item, w in row.items()})
@@ -138,11 +137,11 @@ async def fold_in_figures(
     for _ in range(3):
         started = time.perf_counter()
         for batch_states in states:
-            await recommender.refresh(batch_states)
+            await refresher.refresh(batch_states)
         best = max(best, len(chosen) / (time.perf_counter() - started))
     figures["pipeline_refresh"] = best
-    recommender.close()
-    async for key in redis.scan_iter(match=f"{prefix}:*"):
+    refresher.close()
+    async for key in redis.scan_iter(match=f"{own.redis_prefix}:*"):
         await redis.delete(key)
     await redis.aclose()
     figures = {name: round(value) for name, value in figures.items()}

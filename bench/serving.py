@@ -1,7 +1,7 @@
 """Serving: ``GET /recommend/{user}?n=10`` latency at a fixed 1,000 requests/s, and the highest
 rate one worker sustains.
 
-Starts its own workers (bench/_worker.py), feeds each the bundled sample and waits until its
+Starts its own workers (harness/worker.py), feeds each the bundled sample and waits until its
 200 users have personal lists in Redis (bench/freshness.py's ``prepare``); every request is then
 a Redis hit for a random one of them. Load comes from wrk (Debian package ``wrk``:
 ``apt-get install -y wrk``; bench/serving.lua), one thread, on the same 2 cores:
@@ -25,10 +25,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
-from _worker import RESULTS, OwnWorker, machine, run_wrk, write_report
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
+
+from _support import RESULTS, machine, own_worker, run_wrk, write_report
 from freshness import load_sample, prepare
+
+from harness.worker import WorkerProcess
 
 LUA = Path(__file__).with_name("serving.lua")
 
@@ -67,9 +72,9 @@ WARM_UP_SECONDS = 10
 
 
 async def fixed_rate_runs(
-    worker: OwnWorker, users_file: Path, args: argparse.Namespace
+    worker: WorkerProcess, users_file: Path, args: argparse.Namespace
 ) -> list[dict[str, object]]:
-    await prepare(worker.url, worker.prefix, load_sample())
+    await prepare(worker.url, worker.redis_prefix, load_sample())
     # Discarded: reads of lists from an older model re-rank them, and the trainer may still
     # publish once after the feed; the measured runs see the steady state.
     await asyncio.to_thread(wrk, worker.url, users_file, 1, WARM_UP_SECONDS)
@@ -86,9 +91,9 @@ async def main(args: argparse.Namespace) -> None:
     users_file = RESULTS / "serving-users.txt"
     users_file.parent.mkdir(parents=True, exist_ok=True)
     users_file.write_text("\n".join(users) + "\n")
-    with OwnWorker("serving-baseline", RECSYS_GC_FREEZE="false") as baseline:
+    with own_worker("serving-baseline", RECSYS_GC_FREEZE="false") as baseline:
         report["baseline_without_gc_freeze"] = await fixed_rate_runs(baseline, users_file, args)
-    with OwnWorker("serving") as worker:
+    with own_worker("serving") as worker:
         report["fixed_rate"] = await fixed_rate_runs(worker, users_file, args)
         report["closed_loop"] = [
             await asyncio.to_thread(wrk, worker.url, users_file, c, int(args.seconds))

@@ -1,7 +1,7 @@
 """Streaming evaluation through the real pipeline on a slice, checked against the in-process
 simulation of the same slice (``python -m app streaming-eval --url``).
 
-Starts its own worker (bench/_worker.py) with the product's settings except a 50 ms fold-in
+Starts its own worker (harness/worker.py) with the product's settings except a 50 ms fold-in
 tick (it only shortens the wait for each event to show) and new-item folds off (they run on
 wall time in the worker and on stream time in the simulation, so their timing cannot match).
 The whole warm-up goes in over HTTP, the trainer fits on it, then ``--limit`` stream events
@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from pathlib import Path
 
-from _worker import OwnWorker, machine, write_report
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
 
-from app import streaming_eval_command as command
+from _support import machine, own_worker, write_report
+
 from app.datasets import read_events
+from app.evaluation.pipeline import pipeline_report
 from app.settings import Settings
 
 DATA = "/work/shared/datasets/online-retail/online_retail.csv.gz"
@@ -28,9 +32,9 @@ DATA = "/work/shared/datasets/online-retail/online_retail.csv.gz"
 async def main(args: argparse.Namespace) -> None:
     events = read_events(args.events)
     overrides = {"RECSYS_FOLD_IN_INTERVAL": "0.05", "RECSYS_NEW_ITEM_INTERVAL": "1e9"}
-    with OwnWorker("streaming", **overrides) as worker:
+    with own_worker("streaming", **overrides) as worker:
         settings = Settings.from_env(worker.env)
-        report = await command.pipeline_report(events, 0.8, args.limit, worker.url, settings)
+        report = await pipeline_report(events, 0.8, args.limit, worker.url, settings)
     report["machine"] = machine()
     print(f"{'mode':11} {'variant':11} {'probes':>6} {'HR@10':>7} {'NDCG@10':>8}")
     for mode in ("pipeline", "in_process"):

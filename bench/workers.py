@@ -13,12 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import sys
 import time
 import uuid
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as bench/x.py
 
 import aiohttp
 import orjson
-from _worker import write_report
+from _support import write_report
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 

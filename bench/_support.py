@@ -1,0 +1,102 @@
+"""What the benchmarks share beyond harness/: a worker of their own, process memory, the machine
+they ran on, their JSON reports and wrk.
+
+A benchmark's worker runs with the product's settings under names of its own (harness/), so it
+never touches ``make up``'s worker or another run's data. Its log goes to bench/results/logs/;
+its Redis keys are deleted when it stops (Kafka topics are left, as the tests leave theirs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from redis import Redis
+
+from app.settings import Settings
+from harness import ROOT
+from harness.worker import WorkerProcess, isolated_env, running_worker
+
+RESULTS = ROOT / "bench" / "results"
+
+
+@contextmanager
+def own_worker(name: str, **overrides: str) -> Iterator[WorkerProcess]:
+    """``with own_worker(name, RECSYS_X=...) as worker:`` a ready worker, stopped afterwards,
+    and its Redis keys deleted even if it never became ready."""
+    run_id = f"b{uuid.uuid4().hex[:8]}"
+    folder = RESULTS / "workers" / f"{name}-{run_id}"
+    folder.mkdir(parents=True, exist_ok=True)
+    env = isolated_env(folder, run_id, "bench", **overrides)
+    try:
+        with running_worker(env, RESULTS / "logs" / f"{name}-{run_id}.log") as worker:
+            yield worker
+    finally:
+        settings = Settings.from_env(env)
+        redis = Redis.from_url(settings.redis_url)
+        for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
+            redis.delete(key)
+        redis.close()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def machine() -> dict[str, object]:
+    """nproc, RAM and CPU model, for the JSON of every benchmark."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
+    memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(int(memory) / 2**20, 1),
+        "cpu": cpu,
+        "load_average_at_start": os.getloadavg(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def write_report(report: object, name: str, indent: int = 2) -> None:
+    """Write a run's JSON report as ``bench/results/<name>`` and say where."""
+    out = RESULTS / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=indent))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+WRK_SUMMARY = Path(__file__).with_name("wrk_summary.lua")
+
+
+def run_wrk(
+    url: str, script: Path, connections: int, seconds: int, env: dict[str, str]
+) -> tuple[dict[str, object], str]:
+    """One wrk run (one thread) with a bench/ Lua script; its JSON summary and whole output."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install -y wrk")
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**env, "WRK_SUMMARY": str(WRK_SUMMARY), "PATH": "/usr/bin:/bin"},
+    ).stdout
+    return json.loads(re.search(r"^JSON (.*)$", out, re.M).group(1)), out
