@@ -1,0 +1,249 @@
+"""The ``process_user_actions`` agent in process, through Faust's ``agent.test_context()``:
+apply, skip re-deliveries, re-key and dead-letter, with no Kafka and no Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+import pytest_asyncio
+from faust.types import ChannelT, EventT
+from prometheus_client import REGISTRY
+
+from app import agents
+from app.agents import ERROR_HEADER, ORIGIN_HEADER, EventProcessor
+from app.factory import Product, create_app
+from app.models import UserState
+from app.settings import Settings
+from app.topics import Topics, partition_for
+
+USER = "u1"
+KEY = USER.encode()
+PARTITIONS = 8
+HOME = partition_for(KEY, PARTITIONS)
+AWAY = (HOME + 1) % PARTITIONS
+WHEN = 1_700_000_000.0
+AGENT = "app.agents.process_user_actions"
+NO_ITEM = orjson.dumps({"user_id": USER, "action": "view", "timestamp": WHEN})
+
+
+def action(**fields: Any) -> bytes:
+    """A valid ``user-actions`` value for USER: a purchase of i1 (weight 2.0) unless changed."""
+    return orjson.dumps(
+        {"user_id": USER, "item_id": "i1", "action": "purchase", "timestamp": WHEN, **fields}
+    )
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def drained(channel: ChannelT) -> list[EventT]:
+    events = []
+    while not channel.empty():
+        events.append(channel.queue.get_nowait())
+    return events
+
+
+@dataclasses.dataclass
+class Worker:
+    """The product's agent on an in-memory channel, and what it sent and wrote."""
+
+    product: Product
+    agent: Any  # faust's AgentTestWrapper
+    forwarded: ChannelT
+    dead_letters: ChannelT
+    changelog: list[tuple[bytes, UserState]]
+
+    async def deliver(
+        self,
+        value: bytes | None,
+        *,
+        offset: int,
+        key: bytes | None = KEY,
+        partition: int = HOME,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Deliver one message of ``user-actions`` and wait until the agent's body is done
+        with it (``put`` returns when the value is taken; the event is acked after the body)."""
+        self.agent.sent_offset = offset  # the offset test_context gives the next message
+        event = await self.agent.put(value, key=key, partition=partition, headers=headers)
+        async with asyncio.timeout(2):
+            while not event.message.acked:  # noqa: ASYNC110 - a flag Faust sets, no event
+                await asyncio.sleep(0)
+
+    @property
+    def state(self) -> UserState | None:
+        return self.product.user_state.get(KEY)
+
+    @property
+    def touched(self) -> dict[str, UserState]:
+        return self.product.refresher._touched  # no public read of the users awaiting a tick
+
+
+@pytest.fixture(autouse=True)
+def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"a unit test opened a connection: {args!r}")
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest_asyncio.fixture
+async def worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
+    settings = Settings(
+        app_id=f"unit-agents-{uuid.uuid4().hex[:8]}",
+        kafka_broker="kafka://127.0.0.1:1",
+        redis_url="redis://127.0.0.1:1/0",
+        store="memory://",
+        data_dir=str(tmp_path),
+        partitions=PARTITIONS,
+    )
+    product = create_app(settings)
+    app = product.faust
+    app.loop = asyncio.get_running_loop()
+    app.finalize()
+    # create_app has no seam for the topics: the processor would produce to Kafka. Rewire the
+    # agents on in-memory channels (registering them again replaces them by name).
+    topics = Topics(user_actions=app.channel(), dead_letters=app.channel(), items=app.channel())
+    processor = EventProcessor(settings, topics, product.user_state, product.refresher)
+    product = dataclasses.replace(product, topics=topics, processor=processor)
+    agents.add_agents(product)
+
+    changelog: list[tuple[bytes, UserState]] = []
+    send_changelog = product.user_state.send_changelog
+
+    def recorded(partition: int | None, key: bytes, value: UserState, *args: Any, **kwargs: Any):
+        changelog.append((key, value))
+        return send_changelog(partition, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(product.user_state, "send_changelog", recorded)
+    forwarded = topics.user_actions.clone(is_iterator=True)
+    dead_letters = topics.dead_letters.clone(is_iterator=True)
+    async with app.agents[AGENT].test_context() as agent:
+        yield Worker(product, agent, forwarded, dead_letters, changelog)
+    product.refresher.close()
+
+
+async def test_a_valid_event_is_applied_to_its_users_state(worker):
+    processed = metric("recsys_events_processed_total", action="purchase")
+
+    await worker.deliver(action(), offset=5)
+
+    expected = UserState(
+        items={"i1": [2.0, 1, WHEN]}, event_count=1, last_event_at=WHEN, applied_offset=5
+    )
+    assert worker.state == expected
+    assert worker.changelog == [(KEY, expected)]
+    assert worker.touched == {USER: expected}
+    assert metric("recsys_events_processed_total", action="purchase") == processed + 1
+    assert drained(worker.forwarded) == drained(worker.dead_letters) == []
+
+
+async def test_a_redelivered_message_counts_once_but_is_written_again(worker):
+    await worker.deliver(action(), offset=5)
+    applied = worker.state
+    skipped = metric("recsys_duplicates_skipped_total")
+
+    await worker.deliver(action(), offset=5)  # read again after a crash before the commit
+
+    assert worker.state == applied
+    assert applied.event_count == 1 and applied.items == {"i1": [2.0, 1, WHEN]}
+    assert worker.changelog == [(KEY, applied), (KEY, applied)]
+    assert metric("recsys_duplicates_skipped_total") == skipped + 1
+
+
+@pytest.mark.parametrize(
+    ("key", "partition"),
+    [(b"someone-else", HOME), (None, HOME), (KEY, AWAY)],
+    ids=["foreign key", "no key", "wrong partition"],
+)
+async def test_a_misplaced_message_is_rekeyed_to_its_user(worker, key, partition):
+    rekeyed = metric("recsys_events_rekeyed_total")
+
+    await worker.deliver(action(), offset=7, key=key, partition=partition)
+
+    [copy] = drained(worker.forwarded)
+    assert (copy.key, copy.value) == (KEY, action())
+    assert copy.headers == {ORIGIN_HEADER: f"{partition}:7".encode()}
+    assert metric("recsys_events_rekeyed_total") == rekeyed + 1
+    assert worker.state is None and worker.changelog == [] and worker.touched == {}
+
+
+async def test_a_copy_rekeyed_again_keeps_the_first_origin(worker):
+    await worker.deliver(action(), offset=7, partition=AWAY, headers=[(ORIGIN_HEADER, b"3:41")])
+
+    [copy] = drained(worker.forwarded)
+    assert copy.headers == {ORIGIN_HEADER: b"3:41"}
+
+
+async def test_a_rekeyed_copy_delivered_twice_counts_once(worker):
+    origin = [(ORIGIN_HEADER, b"3:41")]
+    await worker.deliver(action(), offset=10, headers=origin)
+    skipped = metric("recsys_duplicates_skipped_total")
+
+    # The re-keying worker crashed after producing the copy and produced it again.
+    await worker.deliver(action(), offset=11, headers=origin)
+
+    assert worker.state == UserState(
+        items={"i1": [2.0, 1, WHEN]},
+        event_count=1,
+        last_event_at=WHEN,
+        applied_offset=10,
+        forwarded_offsets={"3": 41},
+    )
+    assert metric("recsys_duplicates_skipped_total") == skipped + 1
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "field", "error"),
+    [
+        (b"{not json", None, "value", "value: is not JSON: "),
+        (None, None, "value", "value: is empty (a tombstone)"),
+        (NO_ITEM, None, "item_id", "item_id: is required"),
+        (
+            action(),
+            [(ORIGIN_HEADER, b"three:41")],
+            ORIGIN_HEADER,
+            f"{ORIGIN_HEADER}: must be partition:offset, got b'three:41'",
+        ),
+    ],
+    ids=["not JSON", "tombstone", "missing item_id", "bad origin header"],
+)
+async def test_a_malformed_message_goes_to_the_dead_letters(worker, value, headers, field, error):
+    dead_lettered = metric("recsys_events_dead_lettered_total", field=field)
+
+    await worker.deliver(value, offset=9, headers=headers)
+
+    [letter] = drained(worker.dead_letters)
+    assert (letter.key, letter.value) == (KEY, value)
+    assert set(letter.headers) == {ERROR_HEADER, ORIGIN_HEADER}
+    assert letter.headers[ERROR_HEADER].decode().startswith(error)
+    assert letter.headers[ORIGIN_HEADER] == f"{HOME}:9".encode()
+    assert metric("recsys_events_dead_lettered_total", field=field) == dead_lettered + 1
+    assert worker.state is None and worker.changelog == [] and worker.touched == {}
+    assert drained(worker.forwarded) == []
+
+
+async def test_two_events_with_the_same_event_id_count_once(worker):
+    await worker.deliver(action(event_id="e-1"), offset=3)
+    skipped = metric("recsys_duplicates_skipped_total")
+
+    await worker.deliver(action(event_id="e-1", item_id="i2"), offset=4)  # a client's retry
+
+    assert worker.state == UserState(
+        items={"i1": [2.0, 1, WHEN]},
+        event_count=1,
+        last_event_at=WHEN,
+        applied_offset=3,
+        recent_event_ids=["e-1"],
+    )
+    assert metric("recsys_duplicates_skipped_total") == skipped + 1

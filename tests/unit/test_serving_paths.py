@@ -1,0 +1,172 @@
+"""Every path that computes a list in the worker serves what ``serving.user_lists`` (the one
+policy) chooses: the refresher's computation and the Redis-down path, with no Redis at all."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from app import ranker, serving
+from app.models import ItemRecord, UserAction, UserState, empty_state
+from app.redis_recovery import RedisRecovery
+from app.refresher import ListRefresher
+from app.serving import CatalogueSnapshot, ServedList, UserHistory
+from app.settings import Settings
+from app.stores import Stores
+
+SETTINGS = Settings(redis_url="redis://127.0.0.1:1/0", cache_size=5)
+WHEN = 1_700_000_000.0
+NOW = time.time()
+SOLD_OUT = "h"
+"""In the model, the most popular item and like the content user's item, but unavailable."""
+CATALOGUE = [
+    ItemRecord("a", title="red running shoes"),
+    ItemRecord("b", title="red wool hat"),
+    ItemRecord("c", title="blue running shoes"),
+    ItemRecord("d", title="green scarf"),
+    ItemRecord("e", title="blue wool scarf"),
+    ItemRecord("f", title="yellow umbrella"),
+    ItemRecord("g", title="black boots"),
+    ItemRecord(SOLD_OUT, title="red running shoes", available=False),
+]
+ROWS = [
+    {"a": 2.0, "b": 1.0, "c": 1.0, "h": 2.0},
+    {"a": 1.0, "c": 2.0, "h": 1.0},
+    {"b": 2.0, "d": 1.0, "e": 1.0},
+    {"d": 2.0, "e": 2.0, "f": 1.0},
+    {"f": 2.0, "g": 1.0},
+    {"a": 1.0, "g": 2.0, "h": 1.0},
+    {"c": 1.0, "e": 1.0, "g": 1.0},
+    {"b": 1.0, "f": 1.0, "h": 2.0},
+]
+POPULAR = sorted(
+    (
+        (item, ranker.decayed_log_score(weight, NOW, SETTINGS.popularity_half_life))
+        for item, weight in {"h": 9.0, "a": 5.0, "d": 4.0, "f": 3.0, "b": 2.0, "g": 1.0}.items()
+    ),
+    key=lambda entry: -entry[1],
+)
+
+
+def state_of(*items: str) -> UserState:
+    """A user's table state after one click on each of these items."""
+    state = empty_state()
+    for offset, item in enumerate(items):
+        state = state.with_action(UserAction("u", item, "click", WHEN), 1.0, offset, None)
+    return state
+
+
+STATES = {
+    "personal": state_of("a", "b", "d", "b", "d"),  # 5 events: more than content_max_events
+    "content": state_of("a"),  # 1 event: the catalogue matches it
+}
+
+
+class HeldStates:
+    """The table states a worker holds (the refresher's StateSource), in a dict."""
+
+    def __init__(self, states: dict[str, UserState]) -> None:
+        self.states = states
+
+    def get(self, user_id: str) -> UserState | None:
+        return self.states.get(user_id)
+
+    def items(self) -> Iterator[tuple[str, UserState]]:
+        return iter(self.states.items())
+
+
+@pytest.fixture(scope="module")
+def model() -> ranker.FactorModel:
+    params = ranker.AlsParams(factors=4, regularization=0.1, alpha=2.0, iterations=5, threads=1)
+    return ranker.fit(ROWS, params, "v1", WHEN)
+
+
+@pytest.fixture
+def refresher(model) -> Iterator[ListRefresher]:
+    stores = Stores.of(Redis.from_url(SETTINGS.redis_url), SETTINGS)  # unreachable, never used
+    refresher = ListRefresher(SETTINGS, stores, HeldStates(STATES))
+    refresher.model = model
+    refresher.catalogue = CatalogueSnapshot.of(CATALOGUE, 1)
+    yield refresher
+    refresher.close()
+
+
+@pytest.fixture
+def recovery(refresher) -> RedisRecovery:
+    recovery = RedisRecovery(SETTINGS, refresher.stores, refresher)
+    recovery.popular[SETTINGS.popularity_half_life] = POPULAR  # as last read from Redis
+    return recovery
+
+
+def policy(refresher: ListRefresher, user: str) -> ServedList:
+    """The list ``serving.user_lists`` chooses for a held user."""
+    state = STATES[user]
+    (entry,) = serving.user_lists(
+        refresher.model,
+        [UserHistory(state.event_count, state.weights())],
+        refresher.catalogue,
+        POPULAR,
+        refresher.rules,
+        time.time(),
+    )
+    return entry
+
+
+def assert_same_list(served: ServedList, expected: ServedList) -> None:
+    """Same items in the same order from the same source and model; scores equal up to the
+    popularity decay between the two computations' clocks."""
+    assert (served["source"], served["model_version"]) == (
+        expected["source"],
+        expected["model_version"],
+    )
+    assert [item for item, _ in served["items"]] == [item for item, _ in expected["items"]]
+    scores = [score for _, score in served["items"]]
+    assert scores == pytest.approx([score for _, score in expected["items"]], rel=1e-6)
+
+
+@pytest.mark.parametrize("user", ["personal", "content"])
+def test_the_refreshers_list_is_the_policys(refresher, user):
+    (served,) = refresher.lists({user: STATES[user]}, POPULAR)
+
+    assert served["source"] == user
+    assert served["items"]
+    assert_same_list(served, policy(refresher, user))
+
+
+def test_the_personal_list_is_the_models_ranking_of_unseen_available_items(refresher, model):
+    (served,) = refresher.lists({"personal": STATES["personal"]}, POPULAR)
+
+    [ranked] = ranker.recommend(model, [STATES["personal"].weights()], 5, exclude={SOLD_OUT})
+    assert served["items"] == ranked
+    assert {item for item, _ in ranked} == {"c", "e", "f", "g"}
+
+
+def test_an_unavailable_item_is_never_listed(refresher, recovery):
+    served = [
+        *refresher.lists(STATES, POPULAR),
+        *(recovery.list_without_redis(user) for user in [*STATES, "nobody"]),
+    ]
+
+    assert [entry["source"] for entry in served] == ["personal", "content"] * 2 + ["popular"]
+    for entry in served:
+        assert entry["items"] and SOLD_OUT not in {item for item, _ in entry["items"]}
+
+
+@pytest.mark.parametrize("user", ["personal", "content"])
+def test_without_redis_a_held_user_gets_the_refreshers_list(refresher, recovery, user):
+    (refreshed,) = refresher.lists({user: STATES[user]}, POPULAR)
+
+    assert_same_list(recovery.list_without_redis(user), refreshed)
+
+
+def test_without_redis_an_unknown_user_gets_the_popular_list(refresher, recovery):
+    served = recovery.list_without_redis("nobody")
+
+    expected = serving.popular_list(
+        POPULAR, (), refresher.catalogue, refresher.rules, time.time(), "v1"
+    )
+    assert_same_list(served, expected)
+    assert [item for item, _ in served["items"]] == ["a", "d", "f", "b", "g"]

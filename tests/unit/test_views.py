@@ -1,0 +1,104 @@
+"""The HTTP views in process (aiohttp's TestClient over the product's Faust web app), with Kafka
+and Redis unreachable: bad input is refused with a 400 that names it, and reads keep answering."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient, TestServer
+
+from app import ranker
+from app.factory import Product, create_app
+from app.settings import Settings
+
+NOW = time.time()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def product(tmp_path_factory) -> AsyncIterator[Product]:
+    settings = Settings(
+        app_id=f"unit-views-{uuid.uuid4().hex[:8]}",
+        kafka_broker="kafka://127.0.0.1:1",
+        redis_url="redis://127.0.0.1:1/0",
+        store="memory://",
+        data_dir=str(tmp_path_factory.mktemp("views")),
+    )
+    product = create_app(settings)
+    product.faust.loop = asyncio.get_running_loop()
+    product.faust.finalize()
+    product.faust.web.init_server()
+    half_life = settings.popularity_half_life
+    product.recovery.popular[half_life] = [  # as last read from Redis before it went away
+        (item, ranker.decayed_log_score(weight, NOW, half_life))
+        for item, weight in [("i1", 3.0), ("i2", 2.0), ("i3", 1.0)]
+    ]
+    yield product
+    product.refresher.close()
+    await product.stores.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def client(product) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(product.faust.web.web_app)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("n", ["0", "101", "ten", "-1", "²"])
+async def test_recommend_with_a_bad_n_is_refused_naming_n(client, n):
+    response = await client.get("/recommend/u", params={"n": n})
+
+    assert response.status == 400
+    assert await response.json() == {"error": "n: must be a whole number from 1 to 100"}
+
+
+async def test_events_with_a_body_that_is_not_json_are_refused_naming_the_body(client):
+    response = await client.post("/events", data=b'{"user_id": "u"')
+
+    assert response.status == 400
+    assert (await response.json())["error"].startswith("body: not valid JSON: ")
+
+
+async def test_events_with_an_invalid_event_are_refused_naming_index_field_and_problem(client):
+    valid = {"user_id": "u", "item_id": "i1", "action": "click"}
+    body = {"events": [valid, {"user_id": "u", "action": "click"}]}
+
+    response = await client.post("/events", data=orjson.dumps(body))
+
+    assert response.status == 400
+    assert await response.json() == {
+        "error": "invalid event",
+        "index": 1,
+        "field": "item_id",
+        "problem": "is required",
+    }
+
+
+async def test_recommend_while_redis_is_unreachable_answers_the_popular_list(client, product):
+    response = await client.get("/recommend/u", params={"n": "2"})
+
+    assert response.status == 200
+    body = await response.json()
+    expected = product.recovery.list_without_redis("u")
+    assert (body["user_id"], body["source"], body["model_version"]) == ("u", "popular", None)
+    assert [entry["item_id"] for entry in body["items"]] == ["i1", "i2"]
+    assert [entry["score"] for entry in body["items"]] == pytest.approx(
+        [score for _, score in expected["items"][:2]], rel=1e-6
+    )
+
+
+async def test_health_while_redis_is_unreachable_is_503_with_redis_false(client):
+    response = await client.get("/health")
+
+    assert response.status == 503
+    assert await response.json() == {
+        "status": "starting",
+        "recovered": False,
+        "redis": False,
+        "model_version": None,
+    }
