@@ -1,19 +1,23 @@
 """Stream processing: validate, weight and accumulate each action; store catalogue records.
 
-Table writes happen only here, one event at a time (Faust allows table writes only while an
-event is being processed); the ALS work is batched by the refresher, off the event loop.
+``user-actions`` is consumed in bounded batches (``Stream.take_events``): each user's events of
+a batch fold into one state, written once, so a batch costs one table write and one changelog
+record per user instead of one per event. Faust acks a batch's events only after its body ran,
+and flushes the producer (changelog records, re-keyed copies, dead letters) before it commits
+an offset, so a committed offset never passes an event whose records Kafka has not
+acknowledged. The ALS work is batched by the refresher, off the event loop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from faust.types import EventT, StreamT, TableT
 
-from app.models import empty_state
+from app.models import UserState, empty_state
 from app.ops import metrics
 from app.refresher import ListRefresher
 from app.settings import Settings
@@ -59,8 +63,26 @@ class EventProcessor:
         self.table = table
         self.refresher = refresher
 
-    async def apply(self, event: EventT) -> None:
-        """Apply one message: dead-letter it, re-key it, skip it as a re-delivery, or count it."""
+    async def apply(self, events: Sequence[EventT], make_current: Callable[[EventT], None]) -> None:
+        """Apply a batch of messages in order: dead-letter, re-key or skip some, fold the rest
+        into their users' states, then write each touched user's state once.
+
+        ``make_current`` makes an event the stream's current one: Faust's table writes take
+        the partition of the changelog record (and of the local store) from it, and one user's
+        events all live in that user's partition.
+        """
+        states: dict[bytes, UserState] = {}
+        last_event: dict[bytes, EventT] = {}
+        for event in events:
+            applied = await self._fold(event, states)
+            if applied is not None:
+                last_event[applied] = event
+        for key, event in last_event.items():
+            make_current(event)
+            self.table[key] = states[key]
+
+    async def _fold(self, event: EventT, states: dict[bytes, UserState]) -> bytes | None:
+        """Fold one message into ``states``; the user's key when the state is to be written."""
         message = event.message
         try:
             action = decode_message(event.value, self.settings, now=message.timestamp)
@@ -76,7 +98,7 @@ class EventProcessor:
                     (ORIGIN_HEADER, f"{message.partition}:{message.offset}".encode()),
                 ],
             )
-            return
+            return None
         key = action.user_id.encode()
         if event.key != key or message.partition != partition_for(key, self.settings.partitions):
             # Produced with a missing or foreign key, or by a client whose partitioner differs
@@ -88,21 +110,20 @@ class EventProcessor:
                 value=event.value,
                 headers=[(ORIGIN_HEADER, "{}:{}".format(*forwarded_from).encode())],
             )
-            return
-        state = self.table.get(key) or empty_state()
+            return None
+        state = states.get(key) or self.table.get(key) or empty_state()
         if state.has_applied(message.offset, origin, action.event_id):
-            # Re-delivered after a crash. Write the state again: the local store may hold it
-            # while the changelog never got it (killed before the flush), and only the
-            # changelog survives the loss of the data folder. Faust commits this offset only
-            # after that write.
-            self.table[key] = state
+            # Re-delivered after a crash. The state is written again all the same: the local
+            # store may hold it while the changelog never got it (killed before the flush), and
+            # only the changelog survives the loss of the data folder.
+            states[key] = state
             metrics.duplicates_skipped.inc()
-            return
+            return key
         weight = self.settings.weight(action.action)
-        state = state.with_action(action, weight, message.offset, origin)
-        self.table[key] = state
+        states[key] = state.with_action(action, weight, message.offset, origin)
         metrics.events_processed.labels(action.action).inc()
-        self.refresher.record(action, weight, state, message.timestamp)
+        self.refresher.record(action, weight, states[key], message.timestamp)
+        return key
 
 
 def add_agents(product: Product) -> None:
@@ -110,10 +131,13 @@ def add_agents(product: Product) -> None:
     app, topics, processor = product.faust, product.topics, product.processor
     catalogue = product.stores.catalogue
     max_id_length = product.settings.max_id_length
+    batch_events, batch_wait = product.settings.batch_events, product.settings.batch_wait
 
     async def process_user_actions(stream: StreamT) -> None:
-        async for event in stream.events():
-            await processor.apply(event)
+        # Stream._set_current_event is private; faust-streaming is pinned, and
+        # tests/unit/test_agents.py checks that each batch writes one record per user.
+        async for events in stream.take_events(batch_events, within=batch_wait):
+            await processor.apply(events, stream._set_current_event)
 
     async def store_items(stream: StreamT) -> None:
         """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""

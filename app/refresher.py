@@ -72,6 +72,11 @@ class ListRefresher:
     def model_version(self) -> str | None:
         return None if self.model is None else self.model.version
 
+    @property
+    def touched(self) -> Mapping[str, UserState]:
+        """The users whose lists the next tick rewrites, with their states."""
+        return self._touched
+
     def record(
         self, action: UserAction, weight: float, state: UserState, received_at: float | None
     ) -> None:

@@ -79,6 +79,11 @@ class Settings:
     """Weight each action adds to a user-item interaction (``view=0.5,click=1,...``)."""
     default_weight: float = 0.1
     """Weight of an action not in ``action_weights``."""
+    batch_events: int = 1000
+    """Most ``user-actions`` messages the agent applies in one batch (one state write per
+    user per batch)."""
+    batch_wait: float = 0.01
+    """Seconds the agent waits to fill a batch before applying what it has."""
     fold_in_interval: float = 0.2
     """A touched user's list is refreshed at once; this is the wait between ticks when nobody
     was touched (for lists served from an older model) and before a retry when Redis failed."""
@@ -202,6 +207,8 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
     {
         "partitions": 1,
         "web_port": 1,
+        "batch_events": 1,
+        "batch_wait": 0.001,
         "fold_in_interval": 0.001,
         "retrain_interval": 0,
         "retrain_growth": 0,

@@ -8,6 +8,7 @@ import dataclasses
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -82,9 +83,21 @@ class Worker:
     def state(self) -> UserState | None:
         return self.product.user_state.get(KEY)
 
+    async def deliver_batch(self, messages: list[tuple[bytes, bytes, int]]) -> None:
+        """Deliver (key, value, offset) messages of their users' home partitions in one batch
+        (the agent is built to take exactly this many) and wait until it was applied."""
+        events = []
+        for key, value, offset in messages:
+            self.agent.sent_offset = offset
+            partition = partition_for(key, PARTITIONS)
+            events.append(await self.agent.put(value, key=key, partition=partition))
+        async with asyncio.timeout(2):
+            while not all(event.message.acked for event in events):  # noqa: ASYNC110
+                await asyncio.sleep(0)
+
     @property
     def touched(self) -> dict[str, UserState]:
-        return self.product.refresher._touched  # no public read of the users awaiting a tick
+        return dict(self.product.refresher.touched)
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +110,8 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-@pytest_asyncio.fixture
-async def worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
+@asynccontextmanager
+async def agent_in_process(tmp_path, monkeypatch, **overrides: Any) -> AsyncIterator[Worker]:
     settings = Settings(
         app_id=f"unit-agents-{uuid.uuid4().hex[:8]}",
         kafka_broker="kafka://127.0.0.1:1",
@@ -106,6 +119,7 @@ async def worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
         store="memory://",
         data_dir=str(tmp_path),
         partitions=PARTITIONS,
+        **overrides,
     )
     product = create_app(settings)
     app = product.faust
@@ -131,6 +145,22 @@ async def worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
     async with app.agents[AGENT].test_context() as agent:
         yield Worker(product, agent, forwarded, dead_letters, changelog)
     product.refresher.close()
+
+
+@pytest_asyncio.fixture
+async def worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
+    async with agent_in_process(tmp_path, monkeypatch) as started:
+        yield started
+
+
+BATCH = 5
+
+
+@pytest_asyncio.fixture
+async def batching_worker(tmp_path, monkeypatch) -> AsyncIterator[Worker]:
+    """An agent whose batches hold exactly BATCH messages (it never gives up waiting)."""
+    async with agent_in_process(tmp_path, monkeypatch, batch_events=BATCH, batch_wait=60) as w:
+        yield w
 
 
 async def test_a_valid_event_is_applied_to_its_users_state(worker):
@@ -247,3 +277,35 @@ async def test_two_events_with_the_same_event_id_count_once(worker):
         recent_event_ids=["e-1"],
     )
     assert metric("recsys_duplicates_skipped_total") == skipped + 1
+
+
+async def test_a_batch_writes_each_users_state_once_with_all_its_events(batching_worker):
+    other = b"u2"
+    await batching_worker.deliver_batch(
+        [
+            (KEY, action(), 20),
+            (other, orjson.dumps({"user_id": "u2", "item_id": "i9", "action": "view"}), 3),
+            (KEY, action(item_id="i2", action="click"), 21),
+            (KEY, action(), 22),
+            (other, orjson.dumps({"user_id": "u2", "item_id": "i9", "action": "click"}), 4),
+        ]
+    )
+
+    written = dict(batching_worker.changelog)
+    assert [key for key, _ in batching_worker.changelog] == [KEY, other]
+    assert written[KEY].items == {"i1": [4.0, 2, WHEN], "i2": [1.0, 1, WHEN]}
+    assert (written[KEY].event_count, written[KEY].applied_offset) == (3, 22)
+    assert written[other].items["i9"][:2] == [1.5, 2]
+    assert written[other].applied_offset == 4
+    assert batching_worker.product.user_state.get(other) == written[other]
+
+
+async def test_a_batch_skips_the_redelivered_events_it_holds(batching_worker):
+    await batching_worker.deliver_batch(
+        [(KEY, action(), offset) for offset in (30, 31, 30, 31, 32)]
+    )
+
+    [(key, state)] = batching_worker.changelog
+    assert key == KEY
+    assert (state.event_count, state.applied_offset) == (3, 32)
+    assert state.items == {"i1": [6.0, 3, WHEN]}
