@@ -31,7 +31,8 @@ import numpy as np
 
 from app import ranker
 from app.datasets import Event
-from app.progress import Progress
+from app.ops.progress import Progress
+from app.retraining import als_params
 from app.settings import Settings
 
 PROTOCOLS = ("temporal", "user-last")
@@ -232,17 +233,6 @@ def popularity_ranking(events: Iterable[Event], weight: Weight) -> list[str]:
 def popular_unseen(ranking: Sequence[str], seen: Collection[str], n: int) -> list[str]:
     """The first n items of a popularity ranking that are not in ``seen``."""
     return [item for item in ranking if item not in seen][:n]
-
-
-def als_params(settings: Settings) -> ranker.AlsParams:
-    """The ALS parameters the product fits with under ``settings``."""
-    return ranker.AlsParams(
-        factors=settings.als_factors,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        iterations=settings.als_iterations,
-        threads=settings.als_threads,
-    )
 
 
 def als_lists(

@@ -1,9 +1,12 @@
 """Streaming (prequential) evaluation: replay events in time order and, before feeding each
 probe event, read what every variant would show that user right then.
 
-Pure numerics on lists of :class:`app.datasets.Event`: numpy and :mod:`app.ranker`, no Faust,
-Kafka, Redis or I/O. The real-pipeline mode (``app/streaming_eval_command.py``) reads the
-product's lists from a running worker instead and is scored by the same functions here.
+Pure numerics on lists of :class:`app.datasets.Event`, no Faust, Kafka, Redis or I/O. The
+product's lists come from the serving policy itself (:func:`app.serving.user_lists`), its
+popularity from :class:`app.popularity.Popularity` and its refits from
+:class:`app.retraining.RetrainPolicy`, the same functions the worker and the trainer run. The
+real-pipeline mode (:mod:`app.evaluation.pipeline`) reads the product's lists from a running
+worker instead and is scored by the same functions here.
 
 Protocol (docs/EVALUATION.md, "Streaming evaluation"):
 
@@ -29,10 +32,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from app import ranker
+from app import ranker, serving
 from app.datasets import Event
-from app.evaluation import als_params, bootstrap_indices, hit_rate_at, ndcg_at
-from app.progress import Progress
+from app.evaluation.offline import bootstrap_indices, hit_rate_at, ndcg_at
+from app.ops.progress import Progress
+from app.popularity import Popularity
+from app.retraining import RetrainPolicy, als_params
+from app.serving import CatalogueSnapshot, ServingRules, UserHistory
 from app.settings import Settings
 
 K = 10
@@ -44,26 +50,8 @@ Weight = Callable[[str], float]
 Row = dict[str, float]
 
 
-class RetrainPolicy(NamedTuple):
-    """When the simulated trainer (``app.trainer``) refits or folds new items in, in stream time.
-
-    ``growth``: refit right after the event that makes the events since the last fit reach
-    ``growth`` times the events the current model saw (0: off), as ``RECSYS_RETRAIN_GROWTH``.
-    ``interval``: refit once ``interval`` seconds of stream time have passed since the last fit
-    (0: off), as ``RECSYS_RETRAIN_INTERVAL`` does in wall time.
-    ``new_item_interval``: fold the items first seen since the last fit or fold into the model
-    (``ranker.fold_in_new_items``) before the first event at least this many seconds after the
-    last fold (0: off), as ``RECSYS_NEW_ITEM_INTERVAL`` does in wall time.
-    """
-
-    growth: float
-    interval: float
-    new_item_interval: float
-
-    @classmethod
-    def of(cls, settings: Settings) -> RetrainPolicy:
-        """The product's policy under these settings, wall seconds read as stream seconds."""
-        return cls(settings.retrain_growth, settings.retrain_interval, settings.new_item_interval)
+NO_CATALOGUE = CatalogueSnapshot()
+"""No catalogue: no content lists, every item available (Online Retail comes without one)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +79,7 @@ class Fit:
     """A (simulated) full fit: when, why, on how much, and how long it took here."""
 
     timestamp: float
-    reason: str  # "warm-up", "growth" or "interval"
+    reason: str  # "warm-up", or the trainer's: "schedule" or "data grew"
     events: int
     users: int
     items: int
@@ -157,58 +145,23 @@ def _needs_list(replay: Sequence[Event], probes: Collection[int]) -> tuple[set[s
 # -- the variants' building blocks ------------------------------------------------------------
 
 
-class Popularity:
-    """The product's trending list: per item, the ``log2`` of its time-decayed positive weight
-    (:func:`app.ranker.decayed_log_score`, added with :func:`app.ranker.log_add`)."""
-
-    def __init__(self, half_life: float) -> None:
-        self.half_life = half_life
-        self.positions: dict[str, int] = {}
-        self.names: list[str] = []
-        self._scores = np.empty(1024, dtype=np.float64)
-
-    def add(self, item_id: str, weight: float, timestamp: float) -> None:
-        """Count an event; like the worker, only positive weights count."""
-        if weight <= 0:
-            return
-        score = ranker.decayed_log_score(weight, timestamp, self.half_life)
-        position = self.positions.get(item_id)
-        if position is not None:
-            self._scores[position] = ranker.log_add(float(self._scores[position]), score)
-            return
-        position = len(self.names)
-        if position == len(self._scores):
-            self._scores = np.concatenate([self._scores, np.empty_like(self._scores)])
-        self._scores[position] = score
-        self.positions[item_id] = position
-        self.names.append(item_id)
-
-    def top(self, n: int) -> list[str]:
-        """The n most popular items; equal scores in reverse id order, as Redis ZREVRANGE."""
-        scores = self._scores[: len(self.names)]
-        if n < len(scores):
-            threshold = np.partition(scores, len(scores) - n)[len(scores) - n]
-            candidates = np.flatnonzero(scores >= threshold)
-        else:
-            candidates = np.arange(len(scores))
-        ranked = sorted(candidates.tolist(), key=lambda p: (scores[p], self.names[p]), reverse=True)
-        return [self.names[position] for position in ranked[:n]]
-
-    def top_unseen(self, seen: Collection[str], n: int, depth: int | None = None) -> list[str]:
-        """The first n of the top ``depth`` items (default: enough) that are not in ``seen``."""
-        ranked = self.top(n + len(seen) if depth is None else depth)
-        return [item for item in ranked if item not in seen][:n]
+def top_unseen(popularity: Popularity, seen: Collection[str], n: int) -> list[str]:
+    """The n most popular items not in ``seen`` (the popularity variant's list)."""
+    return [item for item, _ in popularity.top(n + len(seen)) if item not in seen][:n]
 
 
-def served_list(
-    model: ranker.FactorModel, row: Row, popularity: Popularity, settings: Settings
+def served_top(
+    model: ranker.FactorModel,
+    user: UserHistory,
+    catalogue: CatalogueSnapshot,
+    popular: ranker.Scored,
+    rules: ServingRules,
+    now: float,
 ) -> list[str]:
-    """The top 10 a worker caches for a row (``Recommender._compute_lists``): the ALS list, or
-    the popular items the user has not seen when the model knows none of the row's items."""
-    scored = ranker.recommend(model, [row], K)[0]
-    if scored:
-        return [item for item, _ in scored]
-    return popularity.top_unseen(row, K, depth=3 * settings.cache_size)
+    """The first K items of the list the serving policy (:func:`app.serving.user_lists`)
+    serves this user: content, personal or popular, as the worker caches it."""
+    (served,) = serving.user_lists(model, [user], catalogue, popular, rules, now)
+    return [item for item, _ in served["items"][:K]]
 
 
 class FrozenUsers:
@@ -240,7 +193,8 @@ class FrozenUsers:
 
 
 class _Trainer:
-    """The trainer's decisions (``app.trainer.Trainer``) on stream time; fits are instant."""
+    """The trainer's decisions (``app.trainer.Trainer``: :class:`RetrainPolicy`) on stream
+    time; fits are instant."""
 
     def __init__(
         self,
@@ -254,8 +208,8 @@ class _Trainer:
         self.policy = policy
         self.say = say
         self.fits: list[Fit] = []
+        self.events = 0  # fed so far
         self.events_at_fit = 0
-        self.since_fit = 0
         self.last_fit_at = -math.inf
         self.last_fold_at = -math.inf
         self.new_item_users: dict[str, set[str]] = defaultdict(set)
@@ -263,7 +217,7 @@ class _Trainer:
 
     def fit(self, timestamp: float, reason: str) -> ranker.FactorModel:
         started = time.perf_counter()
-        events = self.events_at_fit + self.since_fit
+        events = self.events
         model = ranker.fit(list(self.rows.values()), self.params, reason, timestamp)
         seconds = round(time.perf_counter() - started, 3)
         self.fits.append(
@@ -272,36 +226,50 @@ class _Trainer:
         self.say(
             f"fit {len(self.fits)} ({reason}) at {day(timestamp)}: {events} events, {seconds} s"
         )
-        self.events_at_fit, self.since_fit, self.last_fit_at = events, 0, timestamp
+        self.events_at_fit, self.last_fit_at = events, timestamp
         self.new_item_users.clear()
         self.model = model
         return model
 
+    def _fit_reason(self, timestamp: float) -> str | None:
+        return self.policy.fit_reason(
+            has_model=self.model is not None,
+            requested=False,
+            seconds_since_fit=timestamp - self.last_fit_at,
+            events=self.events,
+            events_at_fit=self.events_at_fit,
+        )
+
     def fed(self, event: Event) -> None:
-        """After an event: count it, note a new item, refit when the data grew enough."""
-        self.since_fit += 1
+        """After an event: count it, note a new item, refit when the data grew enough.
+
+        Only "data grew" can be due here: a due schedule was handled before the event."""
+        self.events += 1
         assert self.model is not None
         if event.item_id not in self.model.item_positions:
             self.new_item_users[event.item_id].add(event.user_id)
-        growth = self.policy.growth
-        if growth > 0 and self.since_fit >= growth * max(self.events_at_fit, 1):
-            self.fit(event.timestamp, "growth")
+        reason = self._fit_reason(event.timestamp)
+        if reason is not None:
+            self.fit(event.timestamp, reason)
 
     def before(self, timestamp: float) -> None:
         """Before an event at ``timestamp``: a scheduled refit or a new-item fold when due.
 
-        A scheduled refit found no new event since the last fit would refit the same rows into
-        the same model: only its time is kept.
+        The scheduled refit is dated when it fell due. One that found no new event since the
+        last fit would refit the same rows into the same model: only its time is kept.
         """
-        interval = self.policy.interval
-        if interval > 0 and timestamp >= self.last_fit_at + interval:
+        reason = self._fit_reason(timestamp)
+        if reason == "schedule":
+            interval = self.policy.interval
             due = self.last_fit_at + interval
-            if self.since_fit:
-                self.fit(due, "interval")
+            if self.events > self.events_at_fit:
+                self.fit(due, reason)
             self.last_fit_at = due + math.floor((timestamp - due) / interval) * interval
             return
-        wait = self.policy.new_item_interval
-        if wait > 0 and self.new_item_users and timestamp >= self.last_fold_at + wait:
+        if reason is not None:  # growth is checked after each event: not due here
+            self.fit(timestamp, reason)
+            return
+        if self.policy.fold_due(timestamp - self.last_fold_at, bool(self.new_item_users)):
             assert self.model is not None
             self.last_fold_at = timestamp
             users = set().union(*self.new_item_users.values())
@@ -317,50 +285,63 @@ def simulate(
     limit: int | None = None,
     params: ranker.AlsParams | None = None,
     progress: Progress | None = None,
+    catalogue: CatalogueSnapshot = NO_CATALOGUE,
 ) -> Run:
     """Replay the stream (its first ``limit`` events) in process; every variant's lists.
 
     * ``product``: ALS fitted on the warm-up at the cut; then the trainer's rules on stream
-      time (:class:`RetrainPolicy`): refits on everything fed so far, and new items folded in.
-      Fits take no stream time here (the trainer fits on a thread while the old model serves).
-      After each event, the user's list is recomputed as the worker's tick does (exact fold-in
-      of the full row against the current model, popular fallback) and cached; a probe reads
-      the cached list, so the first read after a model change shows the previous model's list,
-      as ``GET /recommend`` does.
+      time (:class:`app.retraining.RetrainPolicy`): refits on everything fed so far, and new
+      items folded in. Fits take no stream time here (the trainer fits on a thread while the
+      old model serves). After each event, the user's list is recomputed as the worker's
+      refresher does: the serving policy (:func:`app.serving.user_lists`) on the user's event
+      count and full row, the current model, ``catalogue`` and the popularity's top
+      :attr:`~app.serving.ServingRules.popular_depth` (content list for a user with few
+      events whom the catalogue matches, else exact fold-in of the row, else popular; never an
+      unavailable item), cut to its first 10, and cached; a probe reads the cached list, so the
+      first read after a model change shows the previous model's list, as ``GET /recommend``
+      does.
     * ``no-refit``: the same with the warm-up model kept forever (no refit, no new-item fold):
       user vectors are re-solved from the updated rows, item factors stay as at the cut.
     * ``frozen``: the warm-up model and the warm-up user vectors, both fixed; only the seen
-      filter follows the stream. Users without a vector at the cut get popular items.
-    * ``popularity``: the product's time-decayed popularity now (``popularity_half_life``),
-      minus the user's items.
+      filter follows the stream. Users without a vector at the cut get the serving policy's
+      popular list (:func:`app.serving.popular_list`).
+    * ``popularity``: the product's time-decayed popularity now (``popularity_half_life``,
+      :class:`app.popularity.Popularity`), minus the user's items.
     """
     progress = progress or Progress.silent()
     weight = settings.weight
+    rules = ServingRules.of(settings)
     replay = stream.replay[:limit]
     probes = set(find_probes(stream, weight, limit))
     first_is_probe, needs_after = _needs_list(replay, probes)
 
     rows: dict[str, Row] = defaultdict(dict)
-    popularity = Popularity(settings.popularity_half_life)
+    counts: dict[str, int] = defaultdict(int)  # events per user, as the worker's state counts
+    popularity = Popularity(rules.popularity_half_life)
 
     def feed(event: Event) -> None:
         w = weight(event.action)
         row = rows[event.user_id]
         row[event.item_id] = row.get(event.item_id, 0.0) + w
+        counts[event.user_id] += 1
         popularity.add(event.item_id, w, event.timestamp)
+
+    def user(user_id: str) -> UserHistory:
+        return UserHistory(counts[user_id], rows[user_id])
 
     for event in stream.warmup:
         feed(event)
     trainer = _Trainer(rows, params or als_params(settings), policy, progress)
-    trainer.since_fit = len(stream.warmup)
+    trainer.events = len(stream.warmup)
     warm = trainer.fit(stream.cut, "warm-up")
     frozen = FrozenUsers(warm, rows)
     product: dict[str, list[str]] = {}
     no_refit: dict[str, list[str]] = {}
+    popular = popularity.top(rules.popular_depth)
     for user_id in first_is_probe:
         if user_id in rows:
-            product[user_id] = no_refit[user_id] = served_list(
-                warm, rows[user_id], popularity, settings
+            product[user_id] = no_refit[user_id] = served_top(
+                warm, user(user_id), catalogue, popular, rules, stream.cut
             )
     outcomes: list[Outcome] = []
     for position, event in enumerate(progress.bar("replay", len(replay), "event", replay)):
@@ -371,12 +352,16 @@ def simulate(
             row = rows[event.user_id]
             frozen_list = frozen.top(event.user_id, row)
             if frozen_list is None:
-                frozen_list = popularity.top_unseen(row, K, depth=3 * settings.cache_size)
+                popular = popularity.top(rules.popular_depth)
+                fallback = serving.popular_list(
+                    popular, row, catalogue, rules, event.timestamp, warm.version
+                )
+                frozen_list = [item for item, _ in fallback["items"][:K]]
             lists = {
                 "product": product.pop(event.user_id),
                 "no-refit": no_refit.pop(event.user_id),
                 "frozen": frozen_list,
-                "popularity": popularity.top_unseen(row, K),
+                "popularity": top_unseen(popularity, row, K),
             }
             known = event.item_id in model.item_positions
             outcomes.append(
@@ -384,12 +369,15 @@ def simulate(
             )
         feed(event)
         if needs_after[position]:
-            row = rows[event.user_id]
-            product[event.user_id] = served_list(model, row, popularity, settings)
+            history = user(event.user_id)
+            popular = popularity.top(rules.popular_depth)
+            product[event.user_id] = served_top(
+                model, history, catalogue, popular, rules, event.timestamp
+            )
             no_refit[event.user_id] = (
                 product[event.user_id]
                 if model is warm
-                else served_list(warm, row, popularity, settings)
+                else served_top(warm, history, catalogue, popular, rules, event.timestamp)
             )
         trainer.fed(event)
         if (position + 1) % 20_000 == 0:

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
+from app import ranker, serving
 from app.datasets import Event, read_events
 from app.evaluation.streaming import (
+    K,
     Outcome,
-    Popularity,
-    RetrainPolicy,
     Stream,
     agreement,
     daily_series,
@@ -20,7 +20,12 @@ from app.evaluation.streaming import (
     simulate,
     split_stream,
     summarize,
+    top_unseen,
 )
+from app.models import ItemRecord
+from app.popularity import Popularity
+from app.retraining import RetrainPolicy, als_params
+from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
 from app.settings import Settings
 from harness.data import SAMPLE_EVENTS, STREAMING_REPLAY_LIMIT
 
@@ -91,9 +96,12 @@ def test_popularity_ranks_by_decayed_weight_with_ties_in_reverse_id_order():
     popularity.add("c", 1.0, 0.0)  # two events add up: 2 at time 0 ...
     popularity.add("c", -2.0, day)  # ... and a return does not subtract
     popularity.add("d", 1.0, 0.0)
-    assert popularity.top(4) == ["c", "b", "a", "d"]
-    assert popularity.top_unseen({"c", "a"}, 2) == ["b", "d"]
-    assert popularity.top_unseen({"c"}, 2, depth=2) == ["b"]
+    assert [item for item, _ in popularity.top(4)] == ["c", "b", "a", "d"]
+    assert top_unseen(popularity, {"c", "a"}, 2) == ["b", "d"]
+    # The product's popular list reads only the top ``popular_depth`` items.
+    rules = ServingRules(list_length=2)
+    popular = serving.popular_list(popularity.top(2), {"c"}, CatalogueSnapshot(), rules, day, None)
+    assert [item for item, _ in popular["items"]] == ["b"]
 
 
 # -- the simulation ---------------------------------------------------------------------------
@@ -131,24 +139,26 @@ def test_without_refits_the_product_equals_the_no_refit_variant():
 def test_growth_refits_when_new_events_reach_growth_times_what_the_model_saw():
     warmup = two_groups()  # 240 events
     replay = [buy(f"a{i % 20}", f"a{i % 10}", CUT + i) for i in range(500)]
-    run = simulate(Stream(warmup, replay, CUT), SETTINGS, RetrainPolicy(0.5, 0.0, 0.0))
+    policy = RetrainPolicy(interval=0.0, growth=0.5, new_item_interval=0.0)
+    run = simulate(Stream(warmup, replay, CUT), SETTINGS, policy)
     assert [(fit.reason, fit.events) for fit in run.fits] == [
         ("warm-up", 240),
-        ("growth", 360),  # 120 new events = 0.5 x 240
-        ("growth", 540),  # 180 = 0.5 x 360
+        ("data grew", 360),  # 120 new events = 0.5 x 240
+        ("data grew", 540),  # 180 = 0.5 x 360
     ]
     assert run.fits[1].timestamp == CUT + 119
 
 
 def test_interval_refits_run_on_stream_time_and_only_when_events_arrived():
     replay = [buy("a0", "a1", CUT + t) for t in (10, 50, 250, 260, 1000)]
-    run = simulate(Stream(two_groups(), replay, CUT), SETTINGS, RetrainPolicy(0.0, 100.0, 0.0))
+    policy = RetrainPolicy(interval=100.0, growth=0.0, new_item_interval=0.0)
+    run = simulate(Stream(two_groups(), replay, CUT), SETTINGS, policy)
     # Due at +100 (seen at +250, after 2 new events), then at +300 (seen at +1000, 2 more):
     # the one due at +200 found no new event (same data, same model) but restarted the clock.
     assert [(fit.reason, fit.timestamp, fit.events) for fit in run.fits] == [
         ("warm-up", CUT, 240),
-        ("interval", CUT + 100, 242),
-        ("interval", CUT + 300, 244),
+        ("schedule", CUT + 100, 242),
+        ("schedule", CUT + 300, 244),
     ]
 
 
@@ -159,8 +169,9 @@ def test_without_new_item_folds_a_new_item_waits_for_a_refit_and_the_users_next_
     for u in range(14, 20):  # an event after the refit, then the probe
         seen = next(e.item_id for e in warmup if e.user_id == f"a{u}")
         replay += [buy(f"a{u}", seen, CUT + 20 + u, "view"), buy(f"a{u}", "a-new", CUT + 21 + u)]
-    run = simulate(Stream(warmup, replay, CUT), SETTINGS, RetrainPolicy(10 / 240, 0.0, 0.0))
-    assert (run.fits[1].reason, run.fits[1].events) == ("growth", 250)
+    policy = RetrainPolicy(interval=0.0, growth=10 / 240, new_item_interval=0.0)
+    run = simulate(Stream(warmup, replay, CUT), SETTINGS, policy)
+    assert (run.fits[1].reason, run.fits[1].events) == ("data grew", 250)
     before, stale, fresh = run.outcomes[:10], run.outcomes[10:14], run.outcomes[14:]
     assert [o.item_known for o in before] == [False] * 10
     assert all("a-new" not in o.lists["product"] for o in before)
@@ -177,7 +188,8 @@ def test_a_new_item_is_folded_in_once_the_new_item_interval_has_passed():
     for u in range(8, 20):  # an event, then the probe, at +20 and later
         seen = next(e.item_id for e in warmup if e.user_id == f"a{u}")
         replay += [buy(f"a{u}", seen, CUT + 20 + u, "view"), buy(f"a{u}", "a-new", CUT + 21 + u)]
-    run = simulate(Stream(warmup, replay, CUT), SETTINGS, RetrainPolicy(0.0, 0.0, 5.0))
+    policy = RetrainPolicy(interval=0.0, growth=0.0, new_item_interval=5.0)
+    run = simulate(Stream(warmup, replay, CUT), SETTINGS, policy)
     assert [fit.reason for fit in run.fits] == ["warm-up"]
     assert [o.item_known for o in run.outcomes[:2]] == [False, True]
     # Folded from a0's row alone, it ranks among the a-items for half the later a-users ...
@@ -204,6 +216,81 @@ def test_frozen_keeps_the_warm_up_vector_while_the_product_follows_the_user():
     assert gains["product"]["NDCG@10"]["mean"] > 1.5 * gains["frozen"]["NDCG@10"]["mean"]
     (newcomer,) = [o for o in run.outcomes if o.user_id == "newcomer"]
     assert newcomer.lists["frozen"] == newcomer.lists["popularity"]  # no vector: popular items
+
+
+SOLD_OUT = "a1"
+"""Bought by many a-users in the warm-up, so the a-users' models rank it, but unavailable."""
+CATALOGUE = CatalogueSnapshot.of(
+    [
+        *(
+            ItemRecord(f"a{i}", title=f"red wool a{i}", available=f"a{i}" != SOLD_OUT)
+            for i in range(10)
+        ),
+        *(ItemRecord(f"b{i}", title=f"blue cotton b{i}") for i in range(10)),
+    ],
+    version=1,
+)
+
+
+def served_before(stream: Stream, position: int, model: ranker.FactorModel) -> ServedList:
+    """What ``serving.user_lists`` serves the user of the probe at ``position``, computed here
+    from scratch: on the user's events and the popularity up to their previous event (or the
+    cut), with the catalogue and the model given."""
+    user_id = stream.replay[position].user_id
+    before = [q for q in range(position) if stream.replay[q].user_id == user_id]
+    fed = stream.warmup + stream.replay[: before[-1] + 1 if before else 0]
+    rules = ServingRules.of(SETTINGS)
+    popularity = Popularity(rules.popularity_half_life)
+    row: dict[str, float] = {}
+    events = 0
+    for event in fed:
+        weight = SETTINGS.weight(event.action)
+        popularity.add(event.item_id, weight, event.timestamp)
+        if event.user_id == user_id:
+            row[event.item_id] = row.get(event.item_id, 0.0) + weight
+            events += 1
+    now = stream.replay[before[-1]].timestamp if before else stream.cut
+    popular = popularity.top(rules.popular_depth)
+    (served,) = serving.user_lists(
+        model, [UserHistory(events, row)], CATALOGUE, popular, rules, now
+    )
+    return served
+
+
+def test_the_simulated_product_list_is_the_serving_policys():
+    """Each probe's product list is the first 10 of what ``serving.user_lists`` serves for the
+    same events, model, catalogue and popularity: a content list for a user with few events,
+    a personal list otherwise, and never an unavailable item."""
+    warmup = [*two_groups(), buy("newbie", "b0", 1)]  # one event: a content user
+    replay = [buy("newbie", "b1", CUT + 1), buy("newbie", "b2", CUT + 2)]
+    for u in range(8):  # two probes each, on a-items new to the user
+        seen = {e.item_id for e in warmup if e.user_id == f"a{u}"}
+        unseen = sorted({f"a{i}" for i in range(10)} - seen - {SOLD_OUT})
+        replay += [buy(f"a{u}", item, CUT + 10 + 2 * u + i) for i, item in enumerate(unseen[:2])]
+    stream = Stream(warmup, replay, CUT)
+    run = simulate(stream, SETTINGS, NO_REFIT, catalogue=CATALOGUE)
+    rows: dict[str, dict[str, float]] = {}
+    for event in warmup:  # the warm-up model, refitted here on the same rows in the same order
+        row = rows.setdefault(event.user_id, {})
+        row[event.item_id] = row.get(event.item_id, 0.0) + SETTINGS.weight(event.action)
+    model = ranker.fit(list(rows.values()), als_params(SETTINGS), "warm-up", CUT)
+
+    assert len(run.outcomes) == len(replay)
+    sources = {}
+    for outcome in run.outcomes:
+        served = served_before(stream, outcome.position, model)
+        sources.setdefault(outcome.user_id, set()).add(served["source"])
+        expected = [item for item, _ in served["items"][:K]]
+        assert len(expected) == K
+        assert outcome.lists["product"] == outcome.lists["no-refit"] == expected
+        assert SOLD_OUT not in outcome.lists["product"]
+    assert sources == {"newbie": {"content"}, **{f"a{u}": {"personal"} for u in range(8)}}
+    # Without the catalogue the same users get the unavailable item and no content list.
+    bare = simulate(stream, SETTINGS, NO_REFIT)
+    assert any(SOLD_OUT in outcome.lists["product"] for outcome in bare.outcomes)
+    assert [o.lists["product"] for o in bare.outcomes[:2]] != [
+        o.lists["product"] for o in run.outcomes[:2]
+    ]
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -253,7 +340,7 @@ def test_reversing_the_fit_order_changes_no_list():
     events = read_events(SAMPLE_EVENTS)
     stream = split_stream(events, 0.8)
     settings = Settings(als_factors=16)
-    policy = RetrainPolicy(settings.retrain_growth, 0.0, 0.0)
+    policy = RetrainPolicy(interval=0.0, growth=settings.retrain_growth, new_item_interval=0.0)
     by_user: dict[str, list[Event]] = {}
     for event in stream.warmup:
         by_user.setdefault(event.user_id, []).append(event)
