@@ -1,25 +1,35 @@
-"""``python -m app evaluate``: offline evaluation of popularity and ALS on an events file.
+"""``python -m app evaluate`` and ``python -m app streaming-eval``: the evaluations' commands.
 
-Reads the file, splits it, fits and scores without Kafka or Redis; prints one JSON object on
-stdout and progress on stderr. The ALS parameters and action weights are the product's
-settings (``RECSYS_ALS_*``, ``RECSYS_ACTION_WEIGHTS``). See docs/EVALUATION.md.
+``evaluate`` is the offline evaluation of popularity and ALS on an events file
+(:mod:`app.evaluation.offline`): it reads the file, splits it, fits and scores without Kafka or
+Redis. ``streaming-eval`` is the prequential evaluation (:mod:`app.evaluation.streaming`), in
+process by default or, with ``--url``, through a running worker (:mod:`app.evaluation.pipeline`).
+Both print one JSON object on stdout and progress on stderr. The ALS parameters, action weights
+and the rest are the product's settings (``RECSYS_*``), read as ``self.product.settings``.
+Importing this module only declares the commands (:func:`app.cli.command`); ``python -m app``
+imports it. See docs/EVALUATION.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import sys
 import time
+from pathlib import Path
 
 import click
-from faust.cli import AppCommand, option
+from faust.cli import option
 
-from app import evaluation
+from app.cli import ProductCommand, command
 from app.datasets import DatasetError, read_events
-from app.faust_app import app, settings
-from app.progress import Progress
+from app.evaluation import offline
+from app.evaluation.pipeline import in_process_report, pipeline_report
+from app.ops.progress import Progress
+from app.retraining import RetrainPolicy
+from app.settings import Settings
 
 _NUMBER_PAIR = re.compile(r"\[\s+([^\[\]{},\s]+),\s+([^\[\]{},\s]+)\s+\]")
 
@@ -44,32 +54,32 @@ EVENTS_OPTION = option(
 
 def _models(_context: click.Context, _param: click.Parameter, text: str) -> list[str]:
     models = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = sorted(set(models) - set(evaluation.MODELS))
+    unknown = sorted(set(models) - set(offline.MODELS))
     if unknown or not models:
         raise click.BadParameter(
-            f"expected a comma-separated list of {', '.join(evaluation.MODELS)}, got {text!r}",
+            f"expected a comma-separated list of {', '.join(offline.MODELS)}, got {text!r}",
             param_hint="--models",
         )
     return list(dict.fromkeys(models))
 
 
-def run_evaluation(path: str, protocol: str, test_fraction: float, models: list[str]) -> dict:
+def run_evaluation(
+    path: str, protocol: str, test_fraction: float, models: list[str], settings: Settings
+) -> dict:
     """Read, split, fit and score; the report as a dict."""
     started = time.perf_counter()
     events = read_events(path)
     progress(f"read {len(events)} events from {path} ({time.perf_counter() - started:.1f} s)")
-    report = evaluation.evaluate(
-        events, protocol, test_fraction, models, settings, progress=progress
-    )
+    report = offline.evaluate(events, protocol, test_fraction, models, settings, progress=progress)
     progress(f"evaluated in {time.perf_counter() - started:.1f} s")
     return report
 
 
-@app.command(
+@command(
     EVENTS_OPTION,
     option(
         "--protocol",
-        type=click.Choice(evaluation.PROTOCOLS),
+        type=click.Choice(offline.PROTOCOLS),
         default="temporal",
         show_default=True,
     ),
@@ -81,22 +91,83 @@ def run_evaluation(path: str, protocol: str, test_fraction: float, models: list[
     ),
     option(
         "--models",
-        default=",".join(evaluation.MODELS),
+        default=",".join(offline.MODELS),
         show_default=True,
         callback=_models,
         help="comma-separated models to evaluate",
     ),
 )
 async def evaluate(
-    self: AppCommand, events_path: str, protocol: str, test_fraction: float, models: list[str]
+    self: ProductCommand,
+    events_path: str,
+    protocol: str,
+    test_fraction: float,
+    models: list[str],
 ) -> None:
     """Offline evaluation (HR@10, Recall@20, NDCG@10/20 with 95% CIs) printed as JSON."""
+    settings = self.product.settings
     try:
         report = await asyncio.to_thread(
-            run_evaluation, events_path, protocol, test_fraction, models
+            run_evaluation, events_path, protocol, test_fraction, models, settings
         )
     except (DatasetError, ValueError) as error:
         progress(f"evaluate: {error}")
         raise SystemExit(1) from None
     sys.stdout.write(dumps(report) + "\n")
+    sys.stdout.flush()
+
+
+@command(
+    EVENTS_OPTION,
+    option(
+        "--warmup-fraction",
+        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+        default=0.8,
+        show_default=True,
+    ),
+    option(
+        "--retrain-interval",
+        type=click.FloatRange(min=0.0),
+        default=None,
+        help="stream seconds between scheduled refits (default RECSYS_RETRAIN_INTERVAL; 0: off)",
+    ),
+    option("--limit", type=click.IntRange(min=1), help="replay only the first N stream events"),
+    option("--url", help="replay through the worker at this URL (app.evaluation.pipeline)"),
+    option("--out", type=click.Path(dir_okay=False), help="also write the JSON report here"),
+)
+async def streaming_eval(
+    self: ProductCommand,
+    events_path: str,
+    warmup_fraction: float,
+    retrain_interval: float | None,
+    limit: int | None,
+    url: str | None,
+    out: str | None,
+) -> None:
+    """Streaming (prequential) HR@10 and NDCG@10 of product, no-refit, frozen and popularity.
+
+    With --url, through the running worker at URL, which must be new (its own app id, topics
+    and Redis prefix, no events yet); run the command with the worker's RECSYS_ environment.
+    """
+    settings = self.product.settings
+    try:
+        events = await asyncio.to_thread(read_events, events_path)
+        if url is None:
+            policy = RetrainPolicy.of(settings)
+            if retrain_interval is not None:
+                policy = dataclasses.replace(policy, interval=retrain_interval)
+            report = await asyncio.to_thread(
+                in_process_report, events, warmup_fraction, policy, limit, settings, progress
+            )
+        else:
+            report = await pipeline_report(
+                events, warmup_fraction, limit or 300, url, settings, progress
+            )
+    except (DatasetError, ValueError) as error:
+        progress(f"streaming-eval: {error}")
+        raise SystemExit(1) from None
+    text = json.dumps(report, indent=1)
+    if out:
+        await asyncio.to_thread(Path(out).write_text, text + "\n", encoding="utf-8")
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()

@@ -1,43 +1,36 @@
-"""``python -m app streaming-eval``: prequential evaluation, in process or through a worker.
+"""Streaming evaluation through a running worker, and the reports of both modes.
 
-In process (default) it replays an events file with :func:`app.streaming_eval.simulate` and
-prints one JSON report. With ``--url`` it replays through a running worker instead
-(:func:`replay_pipeline`): it feeds the warm-up, has the trainer fit on exactly it, then posts
-the first ``--limit`` stream events to ``POST /events`` with their original timestamps; before
-each probe it reads the product's list from ``GET /recommend`` and the popular items from the
-worker's Redis popularity set. It then simulates the same slice in process and reports both and
-how well they agree. The worker must be new (its own app id, topics and Redis prefix, no
-events yet), and the command must run with the worker's ``RECSYS_`` environment.
-``bench/streaming_pipeline.py`` starts such a worker. See docs/EVALUATION.md.
+The in-process mode replays an events file with :func:`app.evaluation.streaming.simulate`
+(:func:`in_process_report`). The pipeline mode (:func:`pipeline_report`) replays through a
+running worker instead (:func:`replay_pipeline`): it feeds the warm-up, has the trainer fit on
+exactly it, then posts the first ``limit`` stream events to ``POST /events`` with their
+original timestamps; before each probe it reads the product's list from ``GET /recommend`` and
+the popular items from the worker's Redis popularity set. It then simulates the same slice in
+process and reports both and how well they agree. The worker must be new (its own app id,
+topics and Redis prefix, no events yet), and the replay must run with the worker's settings.
+``bench/streaming_pipeline.py`` starts such a worker; ``python -m app streaming-eval``
+(:mod:`app.evaluation.commands`) runs either mode. See docs/EVALUATION.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import islice
-from pathlib import Path
 
 import aiohttp
-import click
-from faust.cli import AppCommand, option
-from redis.asyncio import Redis
 
-from app import streaming_eval as prequential
-from app.cache import RecommendationStore
-from app.datasets import DatasetError, Event, read_events
-from app.evaluate_command import EVENTS_OPTION, progress
-from app.evaluation import als_params
-from app.faust_app import app, settings
-from app.model_store import ModelStore, decode_model
-from app.progress import Progress
+from app.datasets import Event, event_json
+from app.evaluation import streaming as prequential
+from app.evaluation.streaming import K, Outcome, Stream
+from app.ops.progress import Progress
+from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
-from app.streaming_eval import K, Outcome, RetrainPolicy, Stream
+from app.stores import Stores
+from app.stores.model import ModelStore, decode_model
 
 BATCH = 1000  # events per POST, the worker's default limit
 SETTLE = 0.05  # seconds past a fold-in tick for its Redis writes to land
@@ -46,16 +39,6 @@ WARMUP_PATIENCE = 900.0  # the warm-up may sit in Kafka for minutes before the a
 FIRST_CHECKS = 2.5
 """Seconds a new worker gets before the warm-up, so its first Redis check (``app.redis_recovery``,
 every second) has created the epoch token before any popularity is written."""
-
-
-def event_json(event: Event) -> dict[str, object]:
-    """The ``POST /events`` form of an event, with its original timestamp."""
-    return {
-        "user_id": event.user_id,
-        "item_id": event.item_id,
-        "action": event.action,
-        "timestamp": event.timestamp,
-    }
 
 
 async def post_events(http: aiohttp.ClientSession, url: str, events: Sequence[Event]) -> None:
@@ -95,11 +78,10 @@ async def wait_applied(
 
 
 async def fit_on_what_was_fed(
-    http: aiohttp.ClientSession, url: str, redis: Redis, prefix: str, events: int
+    http: aiohttp.ClientSession, url: str, models: ModelStore, events: int
 ) -> str:
     """Ask the trainer for full fits (``POST /admin/retrain``) until it publishes one that saw
     ``events`` events, then wait until the worker at ``url`` serves it; its version."""
-    models = ModelStore(redis, prefix)
     deadline = time.monotonic() + 10 * WAIT_LIMIT
     seen = await models.current_version()
     while True:
@@ -125,20 +107,11 @@ async def fit_on_what_was_fed(
         await asyncio.sleep(0.1)
 
 
-async def clear_lists(redis: Redis, prefix: str) -> int:
-    """Delete every cached list under a prefix (not the popularity); how many were deleted."""
-    deleted = 0
-    async for key in redis.scan_iter(match=f"{prefix}:rec:*", count=1000):
-        deleted += await redis.delete(key)
-    return deleted
-
-
 async def replay_through_worker(
     stream: Stream,
     limit: int,
     url: str,
-    redis: Redis,
-    prefix: str,
+    stores: Stores,
     worker_settings: Settings,
     progress: Progress | None = None,
 ) -> list[Outcome]:
@@ -161,8 +134,7 @@ async def replay_through_worker(
     outcomes: list[Outcome] = []
     pending: list[Event] = []
     tick = worker_settings.fold_in_interval + SETTLE
-    store = RecommendationStore(redis, prefix, worker_settings.cache_ttl)
-    popular_key = store.popular_key(worker_settings.popularity_half_life)
+    half_life = worker_settings.popularity_half_life
     async with aiohttp.ClientSession() as http:
 
         async def flush() -> None:
@@ -196,8 +168,8 @@ async def replay_through_worker(
             if position in probes:
                 await flush()
                 seen = rows[event.user_id]
-                ranked = await redis.zrevrange(popular_key, 0, len(seen) + K - 1)
-                popular = [item.decode() for item in ranked if item.decode() not in seen][:K]
+                ranked = await stores.popularity.top(len(seen) + K, half_life)
+                popular = [item for item, _ in ranked if item not in seen][:K]
                 lists = {"product": await product_list(event.user_id), "popularity": popular}
                 # Whether the worker's model knows the item is not exposed: None.
                 outcomes.append(
@@ -216,13 +188,14 @@ async def replay_pipeline(
     stream: Stream,
     limit: int,
     url: str,
-    redis: Redis,
+    stores: Stores,
     worker_settings: Settings,
     progress: Progress | None = None,
 ) -> list[Outcome]:
-    """Feed the warm-up to a new worker, fit on it, delete the lists, replay ``limit`` events."""
+    """Feed the warm-up to a new worker, fit on it, delete the lists, replay ``limit`` events.
+
+    ``stores``: the worker's (on its Redis, under its prefix)."""
     progress = progress or Progress.silent()
-    prefix = worker_settings.redis_prefix
     counts = Counter(event.user_id for event in stream.warmup)
     await asyncio.sleep(FIRST_CHECKS)
     async with aiohttp.ClientSession() as http:
@@ -233,11 +206,11 @@ async def replay_pipeline(
             f"pipeline: warm-up of {len(stream.warmup)} events applied in "
             f"{time.perf_counter() - started:.1f} s"
         )
-        version = await fit_on_what_was_fed(http, url, redis, prefix, len(stream.warmup))
+        version = await fit_on_what_was_fed(http, url, stores.models, len(stream.warmup))
         progress(f"pipeline: serving model {version}, fitted on the warm-up")
     await asyncio.sleep(worker_settings.fold_in_interval + SETTLE)
-    await clear_lists(redis, prefix)
-    return await replay_through_worker(stream, limit, url, redis, prefix, worker_settings, progress)
+    await stores.lists.delete_all()
+    return await replay_through_worker(stream, limit, url, stores, worker_settings, progress)
 
 
 def compare(
@@ -256,8 +229,10 @@ def in_process_report(
     policy: RetrainPolicy,
     limit: int | None,
     run_settings: Settings,
+    progress: Progress | None = None,
 ) -> dict[str, object]:
     """Simulate and summarise; the report the in-process mode prints."""
+    progress = progress or Progress.silent()
     started = time.perf_counter()
     stream = prequential.split_stream(events, warmup_fraction)
     progress(
@@ -284,7 +259,7 @@ def describe(
         "warmup_events": len(run.stream.warmup),
         "stream_events": len(run.stream.replay),
         "replayed_events": run.replayed,
-        "retrain_policy": policy._asdict(),
+        "retrain_policy": dataclasses.asdict(policy),
         "als": dataclasses.asdict(als_params(run_settings)),
         "popularity_half_life": run_settings.popularity_half_life,
         "fits": [dataclasses.asdict(fit) for fit in run.fits],
@@ -297,20 +272,22 @@ async def pipeline_report(
     limit: int,
     url: str,
     worker_settings: Settings,
+    progress: Progress | None = None,
 ) -> dict[str, object]:
     """Replay through the worker at ``url`` (run with ``worker_settings``), simulate the same
     slice in process under the same settings, and report both and their agreement."""
+    progress = progress or Progress.silent()
     started = time.perf_counter()
     stream = prequential.split_stream(events, warmup_fraction)
-    redis = Redis.from_url(worker_settings.redis_url)
+    stores = Stores.connect(worker_settings)
     try:
-        pipeline = await replay_pipeline(stream, limit, url, redis, worker_settings, progress)
+        pipeline = await replay_pipeline(stream, limit, url, stores, worker_settings, progress)
     finally:
-        await redis.aclose()
+        await stores.close()
     replayed = time.perf_counter() - started
     # The trainer's schedule runs on wall time, which a short replay does not reach; its
     # new-item folds run every RECSYS_NEW_ITEM_INTERVAL wall seconds, here stream seconds.
-    policy = RetrainPolicy.of(worker_settings)._replace(interval=0.0)
+    policy = dataclasses.replace(RetrainPolicy.of(worker_settings), interval=0.0)
     simulated = prequential.simulate(stream, worker_settings, policy, limit)
     return {
         "mode": "pipeline",
@@ -321,52 +298,3 @@ async def pipeline_report(
         "in_process": prequential.summarize(simulated.outcomes, prequential.VARIANTS),
         "agreement": compare(pipeline, simulated),
     }
-
-
-@app.command(
-    EVENTS_OPTION,
-    option(
-        "--warmup-fraction",
-        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-        default=0.8,
-        show_default=True,
-    ),
-    option(
-        "--retrain-interval",
-        type=click.FloatRange(min=0.0),
-        default=None,
-        help="stream seconds between scheduled refits (default RECSYS_RETRAIN_INTERVAL; 0: off)",
-    ),
-    option("--limit", type=click.IntRange(min=1), help="replay only the first N stream events"),
-    option("--url", help="replay through the worker at this URL (see the module docs)"),
-    option("--out", type=click.Path(dir_okay=False), help="also write the JSON report here"),
-)
-async def streaming_eval(
-    self: AppCommand,
-    events_path: str,
-    warmup_fraction: float,
-    retrain_interval: float | None,
-    limit: int | None,
-    url: str | None,
-    out: str | None,
-) -> None:
-    """Streaming (prequential) HR@10 and NDCG@10 of product, no-refit, frozen and popularity."""
-    try:
-        events = await asyncio.to_thread(read_events, events_path)
-        if url is None:
-            policy = RetrainPolicy.of(settings)
-            if retrain_interval is not None:
-                policy = policy._replace(interval=retrain_interval)
-            report = await asyncio.to_thread(
-                in_process_report, events, warmup_fraction, policy, limit, settings
-            )
-        else:
-            report = await pipeline_report(events, warmup_fraction, limit or 300, url, settings)
-    except (DatasetError, ValueError) as error:
-        progress(f"streaming-eval: {error}")
-        raise SystemExit(1) from None
-    text = json.dumps(report, indent=1)
-    if out:
-        await asyncio.to_thread(Path(out).write_text, text + "\n", encoding="utf-8")
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()

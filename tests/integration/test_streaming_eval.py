@@ -3,12 +3,16 @@ simulation."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from redis.asyncio import Redis
 
 from app.datasets import read_events
 from app.evaluation.pipeline import replay_pipeline
-from app.evaluation.streaming import RetrainPolicy, agreement, simulate, split_stream
+from app.evaluation.streaming import agreement, simulate, split_stream
+from app.retraining import RetrainPolicy
 from app.settings import Settings
+from app.stores import Stores
 from harness.data import SAMPLE_EVENTS, STREAMING_REPLAY_LIMIT
 from harness.services import REDIS_URL
 from harness.worker import running_worker, worker_env
@@ -46,13 +50,13 @@ async def test_the_pipeline_replay_agrees_with_the_in_process_simulation(tmp_pat
     try:
         with running_worker(env, log_path) as worker:
             pipeline = await replay_pipeline(
-                stream, STREAMING_REPLAY_LIMIT, worker.url, redis, settings
+                stream, STREAMING_REPLAY_LIMIT, worker.url, Stores.of(redis, settings), settings
             )
     finally:
         async for key in redis.scan_iter(match=f"{settings.redis_prefix}:*"):
             await redis.delete(key)
         await redis.aclose()
-    policy = RetrainPolicy.of(settings)._replace(interval=0.0)
+    policy = dataclasses.replace(RetrainPolicy.of(settings), interval=0.0)
     simulated = simulate(stream, settings, policy, STREAMING_REPLAY_LIMIT)
     assert [fit.reason for fit in simulated.fits] == ["warm-up"]
     assert len(pipeline) == len(simulated.outcomes) >= 300

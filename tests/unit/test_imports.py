@@ -91,24 +91,6 @@ def app_modules() -> list[str]:
     return sorted(names - {"app", "app.__main__"})
 
 
-STALE_EVALUATION = pytest.mark.xfail(
-    strict=True,
-    reason="app/evaluation still imports modules the reorganisation removed "
-    "(app.faust_app, app.progress, app.streaming_eval, app.cache, app.evaluate_command, "
-    "app.model_store, and app.evaluation.als_params/bootstrap_indices/hit_rate_at/ndcg_at); "
-    "python -m app imports app.evaluation.commands, so the worker's command line fails too",
-)
-BROKEN = {
-    name: STALE_EVALUATION
-    for name in (
-        "app.evaluation.commands",
-        "app.evaluation.offline",
-        "app.evaluation.pipeline",
-        "app.evaluation.streaming",
-    )
-}
-
-
 @pytest.fixture(scope="module")
 def probe() -> dict:
     """What importing every module of ``app`` did, in a fresh interpreter."""
@@ -131,9 +113,7 @@ def test_the_walk_reaches_every_module_of_app_and_its_subpackages(probe):
     assert {"app.stores.lists", "app.ops.metrics", "app.evaluation.streaming"} <= set(app_modules())
 
 
-@pytest.mark.parametrize(
-    "module", [pytest.param(name, marks=BROKEN.get(name, ())) for name in app_modules()]
-)
+@pytest.mark.parametrize("module", app_modules())
 def test_module_imports_in_a_fresh_interpreter(probe, module):
     assert probe["failed"].get(module) is None
     assert module in probe["imported"]
