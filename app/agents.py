@@ -67,13 +67,15 @@ class EventProcessor:
         """Apply a batch of messages in order: dead-letter, re-key or skip some, fold the rest
         into their users' states, then write each touched user's state once.
 
-        ``make_current`` makes an event the stream's current one: Faust's table writes take
-        the partition of the changelog record (and of the local store) from it, and one user's
-        events all live in that user's partition.
+        ``make_current`` makes an event the stream's current one: Faust's table reads and
+        writes take the partition of the local store (and of the changelog record) from it, and
+        one user's events all live in that user's partition. While a batch is applied the stream
+        has already moved on to later events, of any partition.
         """
         states: dict[bytes, UserState] = {}
         last_event: dict[bytes, EventT] = {}
         for event in events:
+            make_current(event)  # the table reads the user's state in the event's partition
             applied = await self._fold(event, states)
             if applied is not None:
                 last_event[applied] = event
