@@ -39,6 +39,7 @@ COMMANDS: list[tuple[Handler, tuple[Any, ...]]] = []
 class ProductCommand(AppCommand):
     """A Faust command bound to a wired product."""
 
+    abstract: ClassVar[bool] = True  # a base, not a command of its own
     product: ClassVar[Product]
 
 

@@ -66,3 +66,25 @@ def test_a_switch_with_another_word_is_refused():
 def test_popularity_half_lives_start_with_the_cold_start_one_without_repeats():
     settings = Settings.from_env({"RECSYS_TRENDING_HALF_LIVES": "3600, 604800"})
     assert settings.half_lives == (604800.0, 3600.0)
+
+
+def test_the_defaults_are_in_range():
+    Settings().validate()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RECSYS_PARTITIONS", "0", "RECSYS_PARTITIONS: must be at least 1, got 0"),
+        ("RECSYS_BATCH_EVENTS", "0", "RECSYS_BATCH_EVENTS: must be at least 1"),
+        ("RECSYS_CACHE_SIZE", "-5", "RECSYS_CACHE_SIZE: must be at least 1"),
+        ("RECSYS_CONTENT_WEIGHT", "1.5", r"RECSYS_CONTENT_WEIGHT: must be within \[0, 1\]"),
+        ("RECSYS_EVENTS_RETENTION_MS", "-2", "RECSYS_EVENTS_RETENTION_MS: must be -1"),
+        ("RECSYS_TRENDING_HALF_LIVES", "3600,soon", "RECSYS_TRENDING_HALF_LIVES: expected"),
+        ("RECSYS_TRENDING_HALF_LIVES", "0", "every half-life must be positive"),
+        ("RECSYS_KAFKA_BROKER", "127.0.0.1:9092", "RECSYS_KAFKA_BROKER: expected kafka://"),
+    ],
+)
+def test_a_value_out_of_range_is_refused_at_start_naming_the_variable(name, value, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({name: value}).validate()
