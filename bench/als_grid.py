@@ -33,6 +33,7 @@ import numpy as np
 from app import ranker
 from app.datasets import read_events
 from app.evaluation import offline
+from app.retraining import als_params
 from app.settings import Settings
 
 DEFAULT_EVENTS = "/work/shared/datasets/online-retail/online_retail.csv.gz"
@@ -134,7 +135,7 @@ def main() -> None:
     say(f"{args.protocol} split: {_TASK.describe()}, {len(_TASK.users)} users tested")
     popularity = offline.summarize(offline.score_popularity(_TASK), _TASK.indices)
 
-    default = offline.als_params(settings)
+    default = als_params(settings)
     grid = [
         replace(default, factors=f, regularization=r, alpha=a)
         for f, r, a in itertools.product(args.factors, args.regularization, args.alpha)

@@ -40,9 +40,10 @@ from redis.asyncio import Redis
 
 from app import ranker
 from app.datasets import read_events
-from app.evaluation.offline import als_params, interaction_rows
+from app.evaluation.offline import interaction_rows
 from app.models import UserState
 from app.refresher import ListRefresher
+from app.retraining import als_params
 from app.settings import Settings
 from app.stores import Stores
 

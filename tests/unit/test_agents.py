@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 import pytest_asyncio
+from faust.streams import current_event
 from faust.types import ChannelT, EventT
 from prometheus_client import REGISTRY
 
@@ -309,3 +310,27 @@ async def test_a_batch_skips_the_redelivered_events_it_holds(batching_worker):
     assert key == KEY
     assert (state.event_count, state.applied_offset) == (3, 32)
     assert state.items == {"i1": [6.0, 3, WHEN]}
+
+
+async def test_a_batch_reads_each_users_state_in_that_users_partition(batching_worker, monkeypatch):
+    """Faust's RocksDB store reads the partition of the current event: while a batch is
+    applied the stream has moved on, so each read must make its own event current."""
+    table = batching_worker.product.user_state
+    read_in: list[tuple[bytes, int]] = []
+    get = table.get
+
+    def recorded(key: bytes, default: Any = None) -> Any:
+        read_in.append((key, current_event().message.partition))
+        return get(key, default)
+
+    monkeypatch.setattr(table, "get", recorded)
+    users = [f"user-{n}".encode() for n in range(BATCH)]
+    await batching_worker.deliver_batch(
+        [
+            (key, orjson.dumps({"user_id": key.decode(), "item_id": "i1", "action": "view"}), n)
+            for n, key in enumerate(users)
+        ]
+    )
+
+    assert read_in == [(key, partition_for(key, PARTITIONS)) for key in users]
+    assert len({partition for _, partition in read_in}) > 1
