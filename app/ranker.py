@@ -133,14 +133,34 @@ def fit(
 ) -> FactorModel:
     """Fit ALS on all users' rows; a fresh model object each time (refits of grown models fail)."""
     item_ids, matrix = interaction_matrix(rows)
-    if not item_ids:
+    return fit_matrix(item_ids, matrix, params, version, trained_at, progress)
+
+
+def fit_matrix(
+    item_ids: Sequence[str],
+    matrix: csr_matrix,
+    params: AlsParams,
+    version: str,
+    trained_at: float,
+    progress: Callable[[int, float], None] | None = None,
+) -> FactorModel:
+    """Fit ALS on a ready users x items CSR matrix whose column j is ``item_ids[j]``.
+
+    :func:`fit` builds it with :func:`interaction_matrix`; the trainer builds the same matrix
+    from its arrays (``app.interactions``). Item ids sorted keep models comparable, but nothing
+    depends on the order: consumers look items up by ``item_positions``. The user order only
+    changes ALS's random start: user factors are not published, only their Gram matrix.
+    """
+    if not len(item_ids):
         raise ValueError("cannot fit a model without interactions")
+    if matrix.shape[1] != len(item_ids):
+        raise ValueError(f"{len(item_ids)} item ids for {matrix.shape[1]} matrix columns")
     als = als_model(params)
     callback = None if progress is None else (lambda it, seconds, *_: progress(it, seconds))
     als.fit(matrix, show_progress=False, callback=callback)
     users = np.asarray(als.user_factors, dtype=np.float64)
     return model_from_factors(
-        version, trained_at, item_ids, als.item_factors, users.T @ users, params
+        version, trained_at, tuple(item_ids), als.item_factors, users.T @ users, params
     )
 
 
