@@ -1,0 +1,400 @@
+"""Every user's current row of item -> weight in flat numpy buffers, for the trainer.
+
+A dict of dicts costs about 180 bytes per user-item pair (a float object, a dict slot and the
+dict's spare room); at 500M pairs that is 90 GB. Here a pair is an item index (int32) and a
+weight (float32) in two append-only buffers, 8 bytes, and a user's row is one segment
+(start, length) of them. A changelog record carries a user's FULL state, so replacing a row
+appends a new segment and leaves the old one as garbage. When the buffers fill, the live
+segments are copied into new buffers of 1.5 x the live pairs (one vectorised pass that is both
+the growth and the compaction), so garbage never exceeds half the live pairs and the buffers
+hold at most 12 bytes per live pair while rows are rewritten, 16 after removals (they shrink
+once capacity passes twice the live pairs). Users and items cost a dict entry and an id
+string each, plus 21 bytes of per-user arrays (start, length, event count, live flag).
+
+Buffers are never written in place below their fill mark and compaction allocates new ones,
+so a :class:`Snapshot` (the per-user arrays copied, the buffers referenced) stays valid while
+the event loop keeps applying records: the CSR for a fit is built from it in a thread.
+
+Zero weights (bought, then returned) are kept in the rows, so the item stays seen for the user
+and known to the fit, but are left out of the CSR's data, as :func:`app.ranker.interaction_matrix`
+does.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+GROWTH = 1.5
+"""Capacity after a compaction, as a multiple of the live pairs (plus the pairs to append)."""
+
+MIN_CAPACITY = 1 << 16
+"""The buffers never shrink below this many pairs (512 KiB)."""
+
+CHUNK_PAIRS = 1 << 22
+"""Vectorised passes work on about this many pairs at a time, bounding their temporaries."""
+
+
+class Interactions:
+    """Users' current rows (item id -> weight) and event counts, as the changelog last said."""
+
+    def __init__(self, min_capacity: int = MIN_CAPACITY) -> None:
+        self._min_capacity = min_capacity
+        self._user_slots: dict[str, int] = {}
+        self._user_ids: list[str] = []
+        self._item_positions: dict[str, int] = {}
+        self._item_ids: list[str] = []
+        self._starts = np.zeros(1024, dtype=np.int64)
+        self._lengths = np.zeros(1024, dtype=np.int32)
+        self._event_counts = np.zeros(1024, dtype=np.int64)
+        self._live = np.zeros(1024, dtype=bool)
+        self._items = np.empty(min_capacity, dtype=np.int32)
+        self._weights = np.empty(min_capacity, dtype=np.float32)
+        self._used = 0  # pairs written to the buffers, live and garbage
+        self._pairs = 0  # live pairs
+        self._users = 0  # live users
+        self._events = 0
+        self.compactions = 0
+        self.longest_compaction = 0.0  # seconds
+
+    # -- reading ------------------------------------------------------------------------------
+
+    @property
+    def users(self) -> int:
+        """Users with a current row (possibly empty)."""
+        return self._users
+
+    @property
+    def pairs(self) -> int:
+        """Live user-item pairs, zero weights included."""
+        return self._pairs
+
+    @property
+    def events(self) -> int:
+        """The sum of the live users' event counts."""
+        return self._events
+
+    @property
+    def item_count(self) -> int:
+        """Items ever indexed (the index never shrinks; see :meth:`item_id`)."""
+        return len(self._item_ids)
+
+    def item_id(self, position: int) -> str:
+        return self._item_ids[position]
+
+    def __contains__(self, user_id: object) -> bool:
+        slot = self._user_slots.get(user_id)  # type: ignore[arg-type]
+        return slot is not None and bool(self._live[slot])
+
+    def row(self, user_id: str) -> dict[str, float]:
+        """The user's current row as item id -> weight; KeyError for an unknown user."""
+        slot = self._user_slots.get(user_id)
+        if slot is None or not self._live[slot]:
+            raise KeyError(user_id)
+        start, length = int(self._starts[slot]), int(self._lengths[slot])
+        names = self._item_ids
+        return dict(
+            zip(
+                [names[i] for i in self._items[start : start + length].tolist()],
+                self._weights[start : start + length].tolist(),
+                strict=True,
+            )
+        )
+
+    def event_count(self, user_id: str) -> int:
+        slot = self._user_slots.get(user_id)
+        return 0 if slot is None or not self._live[slot] else int(self._event_counts[slot])
+
+    def user_ids(self) -> Iterator[str]:
+        """Live users, in the order they first appeared."""
+        live = self._live
+        return (user for slot, user in enumerate(self._user_ids) if live[slot])
+
+    def rows(self) -> RowsView:
+        """A read-only mapping user id -> row, built row by row on access."""
+        return RowsView(self)
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes held: the pair buffers, the per-user arrays and (estimated from CPython's
+        object sizes) the id indices."""
+        indices = 0
+        for ids, positions in (
+            (self._user_ids, self._user_slots),
+            (self._item_ids, self._item_positions),
+        ):
+            indices += sys.getsizeof(ids) + sys.getsizeof(positions)
+            indices += sum(sys.getsizeof(i) for i in ids)
+            indices += 32 * max(len(ids) - 256, 0)  # an int object per position above 256
+        return {
+            "pair_buffers": self._items.nbytes + self._weights.nbytes,
+            "user_arrays": sum(
+                a.nbytes for a in (self._starts, self._lengths, self._event_counts, self._live)
+            ),
+            "indices": indices,
+        }
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def put(
+        self, user_id: str, items: Collection[str], weights: Sequence[float], event_count: int
+    ) -> np.ndarray:
+        """Replace the user's row (``items`` and ``weights`` in the same order); returns the
+        row's item positions (int32, in row order)."""
+        row_items: list[int | None] = list(map(self._item_positions.get, items))
+        if None in row_items:
+            row_items = self._index_items(items)
+        length = len(row_items)
+        slot = self._user_slots.get(user_id)
+        if slot is None:
+            slot = self._new_slot(user_id)
+        elif self._live[slot]:
+            self._pairs -= int(self._lengths[slot])
+            self._events -= int(self._event_counts[slot])
+            self._lengths[slot] = 0  # the old segment is garbage from here on
+            self._users -= 1
+        start = self._used
+        end = start + length
+        if end > len(self._items):
+            self._compact(length)
+            start = self._used
+            end = start + length
+        self._items[start:end] = row_items
+        self._weights[start:end] = weights
+        self._used = end
+        self._starts[slot] = start
+        self._lengths[slot] = length
+        self._event_counts[slot] = event_count
+        self._live[slot] = True
+        self._pairs += length
+        self._events += event_count
+        self._users += 1
+        self._shrink_if_sparse()
+        return self._items[start:end]
+
+    def _index_items(self, items: Iterable[str]) -> list[int]:
+        """Positions of these items, indexing the ones seen for the first time."""
+        positions = self._item_positions
+        row_items = []
+        for item in items:
+            position = positions.get(item)
+            if position is None:
+                position = positions[item] = len(self._item_ids)
+                self._item_ids.append(item)
+            row_items.append(position)
+        return row_items
+
+    def remove(self, user_id: str) -> None:
+        """Forget the user (a tombstone); a user not held is ignored."""
+        slot = self._user_slots.get(user_id)
+        if slot is None or not self._live[slot]:
+            return
+        self._pairs -= int(self._lengths[slot])
+        self._events -= int(self._event_counts[slot])
+        self._users -= 1
+        self._lengths[slot] = 0
+        self._event_counts[slot] = 0
+        self._live[slot] = False
+        self._shrink_if_sparse()
+
+    def _new_slot(self, user_id: str) -> int:
+        slot = len(self._user_ids)
+        if slot == len(self._live):
+            size = 2 * slot
+            self._starts = _resized(self._starts, size)
+            self._lengths = _resized(self._lengths, size)
+            self._event_counts = _resized(self._event_counts, size)
+            self._live = _resized(self._live, size)
+        self._user_slots[user_id] = slot
+        self._user_ids.append(user_id)
+        return slot
+
+    def _shrink_if_sparse(self) -> None:
+        if len(self._items) > max(self._min_capacity, 2 * self._pairs):
+            self._compact(0)
+
+    def _compact(self, extra: int) -> None:
+        """Copy the live segments, in slot order, into new buffers with room for ``extra``."""
+        began = time.perf_counter()
+        slots = np.flatnonzero(self._lengths[: len(self._user_ids)])
+        starts, lengths = self._starts[slots], self._lengths[slots]
+        needed = self._pairs + extra
+        capacity = max(self._min_capacity, int(GROWTH * needed), needed)
+        items = np.empty(capacity, dtype=np.int32)
+        weights = np.empty(capacity, dtype=np.float32)
+        _gather(self._items, self._weights, starts, lengths, items, weights)
+        self._starts[slots] = _offsets(lengths)[:-1]
+        self._items, self._weights = items, weights
+        self._used = self._pairs
+        self.compactions += 1
+        self.longest_compaction = max(self.longest_compaction, time.perf_counter() - began)
+
+    def snapshot(self) -> Snapshot:
+        """The live rows as of now, readable from another thread while records keep coming."""
+        slots = np.flatnonzero(self._live[: len(self._user_ids)])
+        return Snapshot(
+            items=self._items,
+            weights=self._weights,
+            slots=slots,
+            starts=self._starts[slots],
+            lengths=self._lengths[slots],
+            item_ids=self._item_ids,
+            item_count=len(self._item_ids),
+            user_ids=self._user_ids,
+            events=self._events,
+        )
+
+    def to_csr(self) -> tuple[tuple[str, ...], csr_matrix]:
+        """What a fit trains on (see :meth:`Snapshot.to_csr`)."""
+        return self.snapshot().to_csr()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Live rows at one moment: per-user arrays copied, pair buffers and id lists shared
+    (they are append-only, and only positions below this snapshot's are read)."""
+
+    items: np.ndarray
+    weights: np.ndarray
+    slots: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    item_ids: list[str]
+    item_count: int
+    user_ids: list[str]
+    events: int
+
+    @property
+    def users(self) -> int:
+        return len(self.slots)
+
+    def to_csr(self) -> tuple[tuple[str, ...], csr_matrix]:
+        """The rows' items sorted by id, and the rows (users in first-seen order) as a CSR
+        matrix over them, zero weights left out: what :func:`app.ranker.interaction_matrix`
+        builds from the same rows in the same order. Vectorised, in chunks of pairs."""
+        total = int(self.lengths.sum(dtype=np.int64))
+        indices = np.empty(total, dtype=np.int32)
+        data = np.empty(total, dtype=np.float32)
+        _gather(self.items, self.weights, self.starts, self.lengths, indices, data)
+
+        present = np.zeros(self.item_count, dtype=bool)
+        present[indices] = True  # zero weights included: the item still gets a column
+        present_positions = np.flatnonzero(present)
+        names = [self.item_ids[i] for i in present_positions.tolist()]
+        order = sorted(range(len(names)), key=names.__getitem__)
+        item_ids = tuple(names[i] for i in order)
+        column = np.full(self.item_count, -1, dtype=np.int32)
+        column[present_positions[order]] = np.arange(len(order), dtype=np.int32)
+
+        nonzero_per_user = self.lengths.astype(np.int64)
+        zeros = np.flatnonzero(data == 0.0)
+        if len(zeros):
+            ends = np.cumsum(nonzero_per_user)
+            owners = np.searchsorted(ends, zeros, side="right")
+            nonzero_per_user -= np.bincount(owners, minlength=len(ends))
+            written = 0
+            for low in range(0, total, CHUNK_PAIRS):  # in place: never writes past the read
+                high = min(low + CHUNK_PAIRS, total)
+                keep = data[low:high] != 0.0
+                kept_indices, kept_data = indices[low:high][keep], data[low:high][keep]
+                indices[written : written + len(kept_data)] = kept_indices
+                data[written : written + len(kept_data)] = kept_data
+                written += len(kept_data)
+            indices, data = indices[:written], data[:written]
+        for low in range(0, len(indices), CHUNK_PAIRS):
+            indices[low : low + CHUNK_PAIRS] = column[indices[low : low + CHUNK_PAIRS]]
+        indptr = _offsets(nonzero_per_user)
+        matrix = csr_matrix((data, indices, indptr), shape=(self.users, len(item_ids)))
+        return item_ids, matrix
+
+    def users_with(self, items: np.ndarray) -> dict[str, list[str]]:
+        """Item id -> the users whose row holds it, for the items flagged in ``items`` (a
+        boolean array over item positions, at least this snapshot's item count long)."""
+        found: dict[str, list[str]] = {}
+        for low, high, starts, lengths in _chunks(self.starts, self.lengths):
+            if high == low:
+                continue
+            positions = _segment_positions(starts, lengths)
+            hits = np.flatnonzero(items[self.items[positions]])
+            if not len(hits):
+                continue
+            owners = self.slots[low:high][np.searchsorted(np.cumsum(lengths), hits, "right")]
+            for item, slot in zip(
+                self.items[positions[hits]].tolist(), owners.tolist(), strict=True
+            ):
+                found.setdefault(self.item_ids[item], []).append(self.user_ids[slot])
+        return found
+
+
+class RowsView(Mapping[str, dict[str, float]]):
+    """``user id -> row`` over :class:`Interactions`, each row built as a dict when read."""
+
+    def __init__(self, interactions: Interactions) -> None:
+        self._interactions = interactions
+
+    def __getitem__(self, user_id: str) -> dict[str, float]:
+        return self._interactions.row(user_id)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._interactions
+
+    def __iter__(self) -> Iterator[str]:
+        return self._interactions.user_ids()
+
+    def __len__(self) -> int:
+        return self._interactions.users
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    """``[0, l0, l0 + l1, ...]`` as int64."""
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return offsets
+
+
+def _chunks(
+    starts: np.ndarray, lengths: np.ndarray
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Consecutive user ranges ``[low, high)`` of about :data:`CHUNK_PAIRS` pairs each (a
+    longer row gets a range of its own), with their starts and lengths."""
+    ends = np.cumsum(lengths, dtype=np.int64)
+    total = int(ends[-1]) if len(ends) else 0
+    cuts = np.searchsorted(ends, np.arange(CHUNK_PAIRS, total, CHUNK_PAIRS), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(lengths)]]))
+    for low, high in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        yield low, high, starts[low:high], lengths[low:high]
+
+
+def _segment_positions(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Buffer positions of these segments, concatenated: no Python loop per pair."""
+    lengths = lengths.astype(np.int64)
+    positions = np.arange(int(lengths.sum()), dtype=np.int64)
+    positions += np.repeat(starts - _offsets(lengths)[:-1], lengths)
+    return positions
+
+
+def _gather(
+    items: np.ndarray,
+    weights: np.ndarray,
+    starts: np.ndarray,
+    lengths: np.ndarray,
+    out_items: np.ndarray,
+    out_weights: np.ndarray,
+) -> None:
+    """Copy the segments, concatenated, to the front of the outputs."""
+    written = 0
+    for _, _, chunk_starts, chunk_lengths in _chunks(starts, lengths):
+        positions = _segment_positions(chunk_starts, chunk_lengths)
+        out_items[written : written + len(positions)] = items[positions]
+        out_weights[written : written + len(positions)] = weights[positions]
+        written += len(positions)
+
+
+def _resized(array: np.ndarray, size: int) -> np.ndarray:
+    grown = np.zeros(size, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
