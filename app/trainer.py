@@ -8,12 +8,20 @@ on request, every ``RECSYS_RETRAIN_INTERVAL`` seconds and when the data grew by
 ``RECSYS_RETRAIN_GROWTH``; between fits it folds items first seen after the last fit into the
 published model every ``RECSYS_NEW_ITEM_INTERVAL`` seconds. A trainer that starts with a model
 already published continues from it instead of refitting.
+
+Rows live in numpy buffers (:class:`app.interactions.Interactions`: 8 to 12 bytes per pair,
+plus an index entry per user and per item), not in per-pair Python objects. A full fit runs as
+a background task: the CSR is built from a snapshot and ALS solved in threads while the
+changelog tail keeps applying records (and renewing the lease); what arrives meanwhile counts
+towards the next fit's growth and the next new-item fold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import operator
 import os
 import signal
 import socket
@@ -23,11 +31,13 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
 
 from app import ranker
+from app.interactions import Interactions, RowsView, Snapshot
 from app.models import WEIGHT
 from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
@@ -41,6 +51,8 @@ LEASE_TTL_MS = 10_000
 TICK_SECONDS = 0.5
 RESTART_DELAY = 5.0
 
+_weight = operator.itemgetter(WEIGHT)  # of a state's per-item entry
+
 
 class Trainer:
     def __init__(self, settings: Settings, models: ModelStore, owner: str) -> None:
@@ -48,37 +60,61 @@ class Trainer:
         self.policy = RetrainPolicy.of(settings)
         self.models = models
         self.owner = owner
-        self.rows: dict[str, dict[str, float]] = {}
-        self.event_counts: dict[str, int] = {}
+        self.interactions = Interactions()
         self.model: ranker.FactorModel | None = None
+        self._known = np.zeros(0, dtype=bool)  # item position -> known to self.model
         self.new_item_users: defaultdict[str, set[str]] = defaultdict(set)
         self.events_at_fit = 0
         self.last_fit_at = time.monotonic()
         self.last_fold_at = 0.0
+        self.fitting: asyncio.Task[None] | None = None
+
+    @property
+    def rows(self) -> RowsView:
+        """Read-only ``user id -> {item id: weight}``, each row built when read."""
+        return self.interactions.rows()
 
     @property
     def events(self) -> int:
-        return sum(self.event_counts.values())
+        return self.interactions.events
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One changelog record: the user's latest state (a tombstone removes the user)."""
         user_id = key.decode()
         if value is None:
-            self.rows.pop(user_id, None)
-            self.event_counts.pop(user_id, None)
+            self.interactions.remove(user_id)
             return
         state = orjson.loads(value)
-        row = {item: entry[WEIGHT] for item, entry in state["items"].items()}
-        self.rows[user_id] = row
-        self.event_counts[user_id] = state.get("event_count", 0)
+        entries = state["items"]
+        weights = list(map(_weight, entries.values()))
+        positions = self.interactions.put(
+            user_id, entries.keys(), weights, state.get("event_count", 0)
+        )
         if self.model is not None:
-            for item_id in row:
-                if item_id not in self.model.item_positions:
-                    self.new_item_users[item_id].add(user_id)
+            for position in positions[~self._known_items()[positions]].tolist():
+                self.new_item_users[self.interactions.item_id(position)].add(user_id)
+
+    def _known_items(self) -> np.ndarray:
+        """Item position -> whether the current model knows the item (extended lazily)."""
+        assert self.model is not None
+        count = self.interactions.item_count
+        if len(self._known) < count:
+            known = self.model.item_positions
+            grown = np.fromiter(
+                (self.interactions.item_id(p) in known for p in range(len(self._known), count)),
+                dtype=bool,
+                count=count - len(self._known),
+            )
+            self._known = np.concatenate([self._known, grown])
+        return self._known
+
+    def _set_model(self, model: ranker.FactorModel) -> None:
+        self.model = model
+        self._known = np.zeros(0, dtype=bool)
 
     def fit_due(self, requested: bool) -> str | None:
         """Why a full fit should start now, or None (:meth:`RetrainPolicy.fit_reason`)."""
-        if not self.rows:
+        if not self.interactions.pairs:
             return None
         return self.policy.fit_reason(
             has_model=self.model is not None,
@@ -88,11 +124,14 @@ class Trainer:
             events_at_fit=self.events_at_fit,
         )
 
-    async def fit_and_publish(self, reason: str) -> None:
-        rows = list(self.rows.values())
-        events = self.events
+    async def fit_and_publish(self, reason: str, snapshot: Snapshot | None = None) -> None:
+        """Fit on the rows of ``snapshot`` (default: as of now) and publish; records applied
+        meanwhile are kept for the next fit (growth) and the next new-item fold."""
+        if snapshot is None:
+            snapshot = self.interactions.snapshot()
+        events = snapshot.events
         params = als_params(self.settings)
-        log.info("full fit (%s): %d users, %d events", reason, len(rows), events)
+        log.info("full fit (%s): %d users, %d events", reason, snapshot.users, events)
         started = time.monotonic()
 
         loop = asyncio.get_running_loop()
@@ -105,17 +144,26 @@ class Trainer:
                 self._report_fit(version, iteration + 1, params.iterations), loop
             )
 
-        model = await asyncio.to_thread(ranker.fit, rows, params, version, time.time(), progress)
+        item_ids, matrix = await asyncio.to_thread(snapshot.to_csr)
+        del snapshot  # buffers replaced by a compaction meanwhile can go now
+        log.info("fit matrix: %d x %d, %d nonzeros", *matrix.shape, matrix.nnz)
+        model = await asyncio.to_thread(
+            ranker.fit_matrix, item_ids, matrix, params, version, time.time(), progress
+        )
         seconds = time.monotonic() - started
-        metrics = {"users": len(rows), "items": len(model.item_ids), "events": events}
+        metrics = {"users": matrix.shape[0], "items": len(model.item_ids), "events": events}
+        del matrix
         await self._publish(model, {**metrics, "fit_seconds": round(seconds, 3)})
         self.events_at_fit = events
         self.last_fit_at = time.monotonic()
+        # Records applied during the fit were matched against the previous model: match all
+        # rows again against this one (from here on apply() matches against it).
         self.new_item_users.clear()
-        for user_id, row in self.rows.items():
-            for item_id in row:
-                if item_id not in model.item_positions:
-                    self.new_item_users[item_id].add(user_id)
+        unknown = ~self._known_items()
+        if unknown.any():
+            found = await asyncio.to_thread(self.interactions.snapshot().users_with, unknown)
+            for item_id, users in found.items():
+                self.new_item_users[item_id].update(users)
 
     async def _report_fit(self, version: str, iteration: int, iterations: int) -> None:
         try:
@@ -129,7 +177,7 @@ class Trainer:
         users = set().union(*self.new_item_users.values())
         items = list(self.new_item_users)
         self.new_item_users.clear()
-        rows = [self.rows[user_id] for user_id in users if user_id in self.rows]
+        rows = [self.interactions.row(u) for u in users if u in self.interactions]
         version = await self.models.next_version()
         model = await asyncio.to_thread(
             ranker.fold_in_new_items, self.model, rows, version, time.time()
@@ -145,7 +193,7 @@ class Trainer:
         if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
             raise LeaseLost(f"lease lost before publishing {model.version}")
         await self.models.publish(model.version, blob)
-        self.model = model
+        self._set_model(model)
         log.info("published model %s: %s", model.version, metrics)
 
     async def resume_published(self) -> None:
@@ -153,20 +201,40 @@ class Trainer:
         version = await self.models.current_version()
         blob = None if version is None else await self.models.load(version)
         if blob is not None:
-            self.model, meta = await asyncio.to_thread(decode_model, blob)
+            model, meta = await asyncio.to_thread(decode_model, blob)
+            self._set_model(model)
             self.events_at_fit = meta["metrics"].get("events", 0)
             log.info("continuing from published model %s", version)
 
     async def step(self) -> None:
-        """Fit or fold in new items when due; called every tick once caught up."""
+        """Start a fit or fold in new items when due; called every tick once caught up.
+
+        A fit runs as a task of its own (:attr:`fitting`) so the caller keeps tailing the
+        changelog; nothing else starts until it is done, and its failure is raised here.
+        """
+        if self.fitting is not None:
+            if not self.fitting.done():
+                return
+            fitting, self.fitting = self.fitting, None
+            fitting.result()
         reason = self.fit_due(await self.models.take_retrain_request())
         if reason is not None:
-            await self.fit_and_publish(reason)
+            # The snapshot is taken now: the task starts only after records applied meanwhile.
+            fit = self.fit_and_publish(reason, self.interactions.snapshot())
+            self.fitting = asyncio.create_task(fit, name="trainer-fit")
         elif self.model is not None and self.policy.fold_due(
             time.monotonic() - self.last_fold_at, bool(self.new_item_users)
         ):
             self.last_fold_at = time.monotonic()
             await self.fold_new_items()
+
+    async def stop(self) -> None:
+        """Cancel a fit under way (its thread finishes on its own; nothing is published)."""
+        fitting, self.fitting = self.fitting, None
+        if fitting is not None:
+            fitting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fitting
 
 
 class LeaseLost(RuntimeError):
@@ -197,7 +265,12 @@ async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
             positions = [await consumer.position(tp) for tp in assigned]
             caught_up = all(pos >= ends[tp] for pos, tp in zip(positions, assigned, strict=True))
             if caught_up:
-                log.info("changelog read: %d users, %d events", len(trainer.rows), trainer.events)
+                log.info(
+                    "changelog read: %d users, %d pairs, %d events",
+                    trainer.interactions.users,
+                    trainer.interactions.pairs,
+                    trainer.events,
+                )
         if time.monotonic() >= next_step:
             next_step = time.monotonic() + TICK_SECONDS
             if os.getppid() != parent:
@@ -231,6 +304,7 @@ async def run(settings: Settings) -> None:
     try:
         await _tail_changelog(trainer, consumer)
     finally:
+        await trainer.stop()
         await consumer.stop()
         await models.release_lease(owner)
         await stores.close()
