@@ -3,7 +3,8 @@
 ``{prefix}:items`` is a hash of item id -> JSON record (:func:`encode_item`),
 ``{prefix}:items:unavailable`` the set of ids whose record says ``available: false``, and
 ``{prefix}:items:version`` a counter bumped by every write. A worker keeps the version its
-catalogue snapshot (``app.serving.CatalogueSnapshot``) was built from and rebuilds only when the counter moved.
+catalogue snapshot (``app.serving.CatalogueSnapshot``) was built from and rebuilds only when
+the counter moved.
 """
 
 from __future__ import annotations
