@@ -19,6 +19,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from faust.cli import option
@@ -52,6 +53,16 @@ EVENTS_OPTION = option(
 )
 
 
+def fraction_option(name: str, default: float) -> Any:
+    """An option for a share of the events, strictly between 0 and 1."""
+    return option(
+        name,
+        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+        default=default,
+        show_default=True,
+    )
+
+
 def _models(_context: click.Context, _param: click.Parameter, text: str) -> list[str]:
     models = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(models) - set(offline.MODELS))
@@ -83,12 +94,7 @@ def run_evaluation(
         default="temporal",
         show_default=True,
     ),
-    option(
-        "--test-fraction",
-        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-        default=0.1,
-        show_default=True,
-    ),
+    fraction_option("--test-fraction", 0.1),
     option(
         "--models",
         default=",".join(offline.MODELS),
@@ -119,12 +125,7 @@ async def evaluate(
 
 @command(
     EVENTS_OPTION,
-    option(
-        "--warmup-fraction",
-        type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-        default=0.8,
-        show_default=True,
-    ),
+    fraction_option("--warmup-fraction", 0.8),
     option(
         "--retrain-interval",
         type=click.FloatRange(min=0.0),
