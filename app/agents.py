@@ -11,10 +11,13 @@ acknowledged. The ALS work is batched by the refresher, off the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from faust.streams import _current_event
 from faust.types import EventT, StreamT, TableT
 
 from app.models import UserState, empty_state
@@ -52,6 +55,25 @@ def _origin(headers: Mapping[str, bytes]) -> tuple[int, int] | None:
     return int(partition), int(offset)
 
 
+@contextmanager
+def as_current(event: EventT) -> Iterator[None]:
+    """Make ``event`` the current one of this task while the block runs.
+
+    Faust's table reads and writes take the partition of the local store (and of the
+    changelog record) from the current event, and one user's events all live in that user's
+    partition. While a batch is applied the stream has already taken later events, of any
+    partition. Only this task's context variable is set: the stream's own ``current_event``,
+    which its background reader fills the batch from, is left alone. The variable is Faust's
+    private ``faust.streams._current_event``: faust-streaming is pinned, and
+    tests/unit/test_agents.py checks reads, writes and batch contents.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 class EventProcessor:
     """Applies messages of ``user-actions`` to the ``user-state`` table, exactly once."""
 
@@ -63,25 +85,19 @@ class EventProcessor:
         self.table = table
         self.refresher = refresher
 
-    async def apply(self, events: Sequence[EventT], make_current: Callable[[EventT], None]) -> None:
+    async def apply(self, events: Sequence[EventT]) -> None:
         """Apply a batch of messages in order: dead-letter, re-key or skip some, fold the rest
-        into their users' states, then write each touched user's state once.
-
-        ``make_current`` makes an event the stream's current one: Faust's table reads and
-        writes take the partition of the local store (and of the changelog record) from it, and
-        one user's events all live in that user's partition. While a batch is applied the stream
-        has already moved on to later events, of any partition.
-        """
+        into their users' states, then write each touched user's state once."""
         states: dict[bytes, UserState] = {}
         last_event: dict[bytes, EventT] = {}
         for event in events:
-            make_current(event)  # the table reads the user's state in the event's partition
-            applied = await self._fold(event, states)
+            with as_current(event):  # the table reads the user in the event's partition
+                applied = await self._fold(event, states)
             if applied is not None:
                 last_event[applied] = event
         for key, event in last_event.items():
-            make_current(event)
-            self.table[key] = states[key]
+            with as_current(event):
+                self.table[key] = states[key]
 
     async def _fold(self, event: EventT, states: dict[bytes, UserState]) -> bytes | None:
         """Fold one message into ``states``; the user's key when the state is to be written."""
@@ -136,10 +152,8 @@ def add_agents(product: Product) -> None:
     batch_events, batch_wait = product.settings.batch_events, product.settings.batch_wait
 
     async def process_user_actions(stream: StreamT) -> None:
-        # Stream._set_current_event is private; faust-streaming is pinned, and
-        # tests/unit/test_agents.py checks that each batch writes one record per user.
         async for events in stream.take_events(batch_events, within=batch_wait):
-            await processor.apply(events, stream._set_current_event)
+            await processor.apply(events)
 
     async def store_items(stream: StreamT) -> None:
         """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""
