@@ -31,7 +31,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.append(str(Path(__file__).resolve().parent.parent))
@@ -160,16 +160,25 @@ def traced(build: Callable[[Records], object], records: Records) -> dict[str, An
     return {"traced": current - base, "traced_peak": peak - base}
 
 
-def measure_new(records: Records, params: ranker.AlsParams) -> dict[str, Any]:
+T = TypeVar("T")
+
+
+def built(build: Callable[[Records], T], records: Records) -> tuple[T, int, int, float]:
+    """What ``build`` makes of the records, the RSS before, its RSS growth and its seconds."""
     gc.collect()
     before = rss()
     started = time.perf_counter()
-    trainer = new_store(records)
-    apply_seconds = time.perf_counter() - started
+    made = build(records)
+    seconds = time.perf_counter() - started
     gc.collect()
+    return made, before, rss() - before, seconds
+
+
+def measure_new(records: Records, params: ranker.AlsParams) -> dict[str, Any]:
+    trainer, before, grown, apply_seconds = built(new_store, records)
     store = trainer.interactions
     result: dict[str, Any] = {
-        "rss": rss() - before,
+        "rss": grown,
         "apply_seconds": apply_seconds,
         "users": store.users,
         "pairs": store.pairs,
@@ -191,13 +200,8 @@ def measure_new(records: Records, params: ranker.AlsParams) -> dict[str, Any]:
 
 
 def measure_old(records: Records) -> dict[str, Any]:
-    gc.collect()
-    before = rss()
-    started = time.perf_counter()
-    old = old_store(records)
-    apply_seconds = time.perf_counter() - started
-    gc.collect()
-    result: dict[str, Any] = {"rss": rss() - before, "apply_seconds": apply_seconds}
+    old, _, grown, apply_seconds = built(old_store, records)
+    result: dict[str, Any] = {"rss": grown, "apply_seconds": apply_seconds}
     started = time.perf_counter()
     _, matrix = ranker.interaction_matrix(list(old.rows.values()))
     result["csr_seconds"] = time.perf_counter() - started
