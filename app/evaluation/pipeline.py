@@ -30,7 +30,7 @@ from app.ops.progress import Progress
 from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
 from app.stores import Stores
-from app.stores.model import ModelStore, decode_model
+from app.stores.model import ModelStore, decode_model, version_sequence
 
 BATCH = 1000  # events per POST, the worker's default limit
 SETTLE = 0.05  # seconds past a fold-in tick for its Redis writes to land
@@ -81,7 +81,8 @@ async def fit_on_what_was_fed(
     http: aiohttp.ClientSession, url: str, models: ModelStore, events: int
 ) -> str:
     """Ask the trainer for full fits (``POST /admin/retrain``) until it publishes one that saw
-    ``events`` events, then wait until the worker at ``url`` serves it; its version."""
+    ``events`` events, then wait until the worker at ``url`` serves it or a later one; the
+    version served."""
     deadline = time.monotonic() + 10 * WAIT_LIMIT
     seen = await models.current_version()
     while True:
@@ -100,8 +101,11 @@ async def fit_on_what_was_fed(
                 break
     while True:
         async with http.get(f"{url}/health") as response:
-            if (await response.json())["model_version"] == version:
-                return version
+            served = (await response.json())["model_version"]
+        # A later version (a fit already under way when this one was asked for) saw the same
+        # events: nothing more is fed meanwhile.
+        if served is not None and version_sequence(served) >= version_sequence(version):
+            return served
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} does not serve model {version}")
         await asyncio.sleep(0.1)
