@@ -414,12 +414,13 @@ def _index_nbytes(ids: list[str], positions: dict[str, int]) -> int:
 
 
 def _mapped(size: int, dtype: type[np.generic], fill: int = 0) -> np.ndarray:
-    """A new array in an anonymous memory map of its own. Its pages become resident only once
+    """A new array in a private anonymous memory map of its own. Its pages become resident only once
     written (spare capacity costs nothing until used), and freeing it unmaps them at once: a
     malloc'ed buffer of tens of MiB freed after a compaction can stay in the process's heap,
     which kept resident memory near twice the live buffers."""
     itemsize = np.dtype(dtype).itemsize
-    array = np.frombuffer(mmap.mmap(-1, max(size, 1) * itemsize), dtype=dtype, count=size)
+    private = mmap.mmap(-1, max(size, 1) * itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    array = np.frombuffer(private, dtype=dtype, count=size)
     if fill:
         array.fill(fill)
     return array
