@@ -153,7 +153,41 @@ def test_bytes_per_live_pair_stay_under_16_after_heavy_rewriting():
     assert per_pair < 16, memory
     assert store.compactions > 0
     # Per-user and per-item overhead is separate and bounded per user, not per pair.
-    assert memory["user_arrays"] <= 2 * 21 * 20_000
+    assert memory["user_arrays"] <= interactions_module.USER_GROWTH * 20 * 20_000
+
+
+def test_while_rows_only_grow_the_buffers_hold_at_most_growth_times_the_live_pairs():
+    store = Interactions(min_capacity=64)
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 40, size=2_000)
+    for rewrite in range(1, 5):
+        for user, size in enumerate(sizes.tolist()):
+            length = max(1, size * rewrite // 4)
+            store.put(f"u{user}", [f"i{j}" for j in range(length)], [1.0] * length, 1)
+            if user % 100 == 0:
+                capacity = store.nbytes()["pair_buffers"] / 8
+                assert capacity <= max(64, interactions_module.GROWTH * store.pairs)
+    assert store.compactions > 10
+
+
+def test_a_put_that_shrinks_the_buffers_returns_the_positions_of_its_own_row():
+    store = Interactions(min_capacity=4)
+    store.put("big", [f"i{j}" for j in range(100)], [1.0] * 100, 1)
+    store.put("other", ["i5", "i7"], [1.0, 2.0], 1)
+    compactions = store.compactions
+    positions = store.put("big", ["i3"], [1.0], 1)  # 3 live pairs in ~100: shrinks
+    assert store.compactions > compactions
+    assert [store.item_id(p) for p in positions.tolist()] == ["i3"]
+    assert store.row("big") == {"i3": 1.0} and store.row("other") == {"i5": 1.0, "i7": 2.0}
+
+
+def test_event_counts_and_rows_read_back_as_python_values():
+    store = Interactions()
+    store.put("u", ["a"], [1.5], 2**40)  # counts are 64-bit
+    assert store.event_count("u") == 2**40 and type(store.event_count("u")) is int
+    assert store.events == 2**40 and type(store.events) is int
+    store.remove("u")
+    assert store.event_count("u") == 0 and store.events == 0 and "u" not in store
 
 
 def table_value(state: UserState) -> bytes:
