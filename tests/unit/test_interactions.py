@@ -211,8 +211,16 @@ class FakeModels:
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         return True
 
+    async def next_delta_version(self, snapshot: str, delta: int) -> str:
+        self.sequence += 1
+        return f"{self.sequence}-test+{snapshot}.{delta}"
+
     async def publish(self, version: str, blob: bytes) -> None:
         self.published.append(version)
+
+    async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
+        self.published.append(version)
+        return True
 
     async def take_retrain_request(self) -> bool:
         return False
@@ -252,6 +260,7 @@ async def test_a_fit_runs_in_the_background_while_records_keep_being_applied():
     assert trainer.new_item_users["new1"] == {"late1"}
     await trainer.fold_new_items()
     assert "new1" in trainer.model.item_positions and not trainer.new_item_users
+    assert trainer.models.published[-1] == trainer.model.version and trainer.deltas == 1
 
 
 async def test_a_failed_background_fit_is_raised_by_the_next_step():
