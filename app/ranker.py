@@ -300,7 +300,8 @@ def with_items(
         raise ValueError(f"{len(item_ids)} item ids for {factors.shape[0]} factor rows")
     positions = dict(model.item_positions)
     appended = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in positions]
-    positions.update(zip(appended, range(len(positions), len(positions) + len(appended))))
+    first = len(positions)
+    positions.update((item_id, first + i) for i, item_id in enumerate(appended))
     matrix = np.empty((len(positions), model.item_factors.shape[1]), dtype=np.float32)
     matrix[: len(model.item_ids)] = model.item_factors
     matrix[[positions[item_id] for item_id in item_ids]] = factors
