@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import operator
 import os
@@ -215,7 +216,11 @@ class Trainer:
         if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
             raise LeaseLost(f"lease lost before publishing {version}")
         if not await self.models.publish_delta(self.snapshot, delta, version, blob):
-            raise LeaseLost(f"{self.snapshot} is no longer the snapshot with {delta - 1} deltas")
+            # The snapshot is gone (a replay deleted the models): publish this one whole.
+            log.warning("%s is no longer the snapshot; publishing a new one", self.snapshot)
+            snapshot = dataclasses.replace(model, version=await self.models.next_version())
+            await self._publish(snapshot, metrics)
+            return
         self._set_model(model)
         self.deltas = delta
         log.info("published model %s: %s", version, metrics)
