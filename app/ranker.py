@@ -245,7 +245,18 @@ def fold_in_new_items(
     version: str,
     trained_at: float,
 ) -> FactorModel:
-    """The model with the items of ``rows`` it does not know yet appended, each solved exactly.
+    """The model with the items of ``rows`` it does not know yet appended, each solved exactly
+    (:func:`solve_new_items`, :func:`with_items`)."""
+    item_ids, factors = solve_new_items(model, rows)
+    if not item_ids:
+        return model
+    return with_items(model, item_ids, factors, version, trained_at)
+
+
+def solve_new_items(
+    model: FactorModel, rows: Sequence[Mapping[str, float]]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The items of ``rows`` the model does not know yet (sorted) and their factors.
 
     Each user of ``rows`` is first folded in against the known items; each new item i then
     gets the item-side ALS solution against the fitted users' Gram matrix G:
@@ -253,12 +264,12 @@ def fold_in_new_items(
     Users who touched only new items carry no signal (a zero vector) and are skipped.
     """
     new_ids = sorted({item for row in rows for item in row if item not in model.item_positions})
-    if not new_ids:
-        return model
-    users = fold_in(model, rows)
     factors = model.params.factors
-    base = model.user_gram + model.params.regularization * np.eye(factors)
     solved = np.zeros((len(new_ids), factors), dtype=np.float32)
+    if not new_ids:
+        return (), solved
+    users = fold_in(model, rows)
+    base = model.user_gram + model.params.regularization * np.eye(factors)
     for position, item_id in enumerate(new_ids):
         a = base.copy()
         b = np.zeros(factors)
@@ -272,11 +283,37 @@ def fold_in_new_items(
             if weight > 0:
                 b += confidence * x
         solved[position] = np.linalg.solve(a, b)
-    return model_from_factors(
+    return tuple(new_ids), solved
+
+
+def with_items(
+    model: FactorModel,
+    item_ids: Sequence[str],
+    factors: np.ndarray,
+    version: str,
+    trained_at: float,
+) -> FactorModel:
+    """The model plus these items: known ids get their factor rows replaced, unknown ones are
+    appended in the given order. The trainer's fold and a worker applying the published delta
+    both build the next model here, so the two always agree."""
+    if len(item_ids) != factors.shape[0]:
+        raise ValueError(f"{len(item_ids)} item ids for {factors.shape[0]} factor rows")
+    positions = dict(model.item_positions)
+    appended = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in positions]
+    first = len(positions)
+    positions.update((item_id, first + i) for i, item_id in enumerate(appended))
+    matrix = np.empty((len(positions), model.item_factors.shape[1]), dtype=np.float32)
+    matrix[: len(model.item_ids)] = model.item_factors
+    matrix[[positions[item_id] for item_id in item_ids]] = factors
+    als = als_model(model.params)
+    als.item_factors = matrix
+    als.user_factors = np.zeros((0, matrix.shape[1]), dtype=np.float32)
+    return FactorModel(
         version,
         trained_at,
-        model.item_ids + tuple(new_ids),
-        np.vstack([model.item_factors, solved]),
+        model.item_ids + tuple(appended),
+        positions,
+        als,
         model.user_gram,
         model.params,
     )

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
@@ -31,7 +31,7 @@ from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
 from app.settings import Settings
 from app.stores import Stores
 from app.stores.lists import encode_list
-from app.stores.model import decode_model
+from app.stores.model import Published
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class ListRefresher:
         self.stores = stores
         self.states = states
         self.model: ranker.FactorModel | None = None
+        self.published: Published | None = None
         self.catalogue = CatalogueSnapshot()
         self.live = metrics.LiveHitRate()
         self._touched: dict[str, UserState] = {}
@@ -148,21 +149,30 @@ class ListRefresher:
             metrics.freshness_seconds.observe(max(0.0, written - received_at))
 
     async def sync_model(self) -> bool:
-        """Switch to the published current model if it changed; returns whether it did."""
-        models = self.stores.models
-        version = await models.current_version()
-        if version is None or version == self.model_version:
-            return False
-        blob = await models.load(version)
-        if blob is None:
-            return False
+        """Switch to the published current model if it changed; returns whether it did.
+
+        On the same snapshot only the new deltas are read and applied; decoding runs on the
+        solver thread."""
         loop = asyncio.get_running_loop()
-        model, meta = await loop.run_in_executor(self._solver, decode_model, blob)
-        self.model = model
-        metrics.model.info({"version": version})
+
+        def offload(function: Callable[..., Published], *args: object) -> Awaitable[Published]:
+            return loop.run_in_executor(self._solver, function, *args)
+
+        published = await self.stores.models.sync(self.published, offload)
+        if published is None:
+            return False
+        self.published, self.model = published, published.model
+        meta = published.meta
+        metrics.model.info(
+            {
+                "version": published.version,
+                "snapshot": published.snapshot,
+                "deltas": str(published.deltas),
+            }
+        )
         if "fit_seconds" in meta["metrics"]:
             metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
-        log.info("serving model %s: %s", version, meta["metrics"])
+        log.info("serving model %s: %s", published.version, meta["metrics"])
         return True
 
     async def sync_catalogue(self) -> bool:

@@ -318,7 +318,7 @@ async def fit_in_pipeline(
     redis = Redis.from_url(REDIS_URL)
     models = ModelStore(redis, RedisKeys(worker.redis_prefix))
     try:
-        before = await models.current_version()
+        before = await models.snapshot_version()
         async with (
             aiohttp.ClientSession() as http,
             http.post(f"{worker.url}/admin/retrain") as response,
@@ -327,7 +327,7 @@ async def fit_in_pipeline(
         version = before
         while version == before or version is None:
             await asyncio.sleep(0.5)
-            version = await models.current_version()
+            version = await models.snapshot_version()
         _, meta = decode_model(await models.load(version))
     finally:
         await redis.aclose()

@@ -231,9 +231,10 @@ def test_the_trainer_applying_changelog_records_holds_what_a_dict_reference_hold
 class FakeModels:
     """The part of ModelStore the trainer uses, in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas_accepted: bool = True) -> None:
         self.published: list[str] = []
         self.sequence = 0
+        self.deltas_accepted = deltas_accepted
 
     async def next_version(self) -> str:
         self.sequence += 1
@@ -245,8 +246,17 @@ class FakeModels:
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         return True
 
+    async def next_delta_version(self, snapshot: str, delta: int) -> str:
+        self.sequence += 1
+        return f"{self.sequence}-test+{snapshot}.{delta}"
+
     async def publish(self, version: str, blob: bytes) -> None:
         self.published.append(version)
+
+    async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
+        if self.deltas_accepted:
+            self.published.append(version)
+        return self.deltas_accepted
 
     async def take_retrain_request(self) -> bool:
         return False
@@ -286,6 +296,19 @@ async def test_a_fit_runs_in_the_background_while_records_keep_being_applied():
     assert trainer.new_item_users["new1"] == {"late1"}
     await trainer.fold_new_items()
     assert "new1" in trainer.model.item_positions and not trainer.new_item_users
+    assert trainer.models.published[-1] == trainer.model.version and trainer.deltas == 1
+
+
+async def test_a_fold_whose_snapshot_is_gone_is_published_as_a_new_snapshot():
+    trainer = Trainer(Settings(als_factors=4), FakeModels(deltas_accepted=False), owner="test")  # type: ignore[arg-type]
+    for user in range(20):
+        trainer.apply(f"u{user}".encode(), row_value({"a": 1.0, f"i{user % 5}": 2.0}))
+    await trainer.fit_and_publish("test")
+    trainer.apply(b"late", row_value({"a": 1.0, "fresh": 2.0}))
+    await trainer.fold_new_items()
+    assert "fresh" in trainer.model.item_positions
+    assert trainer.models.published == ["1-test", "3-test"]
+    assert (trainer.snapshot, trainer.deltas) == ("3-test", 0)
 
 
 async def test_a_failed_background_fit_is_raised_by_the_next_step():
