@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
+
+from app.candidates import CandidateIndex, top_k
 
 Scored = list[tuple[str, float]]
 
@@ -45,6 +47,7 @@ class FactorModel:
     als: AlternatingLeastSquares
     user_gram: np.ndarray
     params: AlsParams
+    candidates: CandidateIndex | None = None
 
     @property
     def item_factors(self) -> np.ndarray:
@@ -189,14 +192,22 @@ def recommend(
     zeroed = max(sum(1 for weight in row.values() if weight == 0.0) for row in rows)
     wanted, n = min(n + zeroed, len(model.item_ids)), min(n, len(model.item_ids))
     excluded = [model.item_positions[i] for i in exclude if i in model.item_positions]
-    ids, scores = model.als.recommend(
-        np.arange(len(rows)),
-        matrix,
-        N=wanted,
-        filter_already_liked_items=True,
-        filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
-        recalculate_user=True,
-    )
+    if model.candidates is None:
+        ids, scores = model.als.recommend(
+            np.arange(len(rows)),
+            matrix,
+            N=wanted,
+            filter_already_liked_items=True,
+            filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
+            recalculate_user=True,
+        )
+    else:
+        users = model.als.recalculate_user(np.arange(len(rows)), matrix)
+        seen = [
+            np.concatenate([matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]], excluded])
+            for u in range(len(rows))
+        ]
+        ids, scores = top_k(model.candidates, model.item_factors, users, wanted, seen)
     known = np.diff(matrix.indptr) > 0
     valid = (ids >= 0) & (scores > _FILTERED)
     names = model.item_names[np.where(valid, ids, 0)]
@@ -272,14 +283,63 @@ def fold_in_new_items(
             if weight > 0:
                 b += confidence * x
         solved[position] = np.linalg.solve(a, b)
-    return model_from_factors(
+    return with_appended_items(model, new_ids, solved, version, trained_at)
+
+
+def with_appended_items(
+    model: FactorModel,
+    item_ids: Sequence[str],
+    item_factors: np.ndarray,
+    version: str,
+    trained_at: float,
+) -> FactorModel:
+    """The model plus these items after its own, keeping its factors and Gram matrix.
+
+    The one path for a model extended with new items: its candidate index, if any, gets the new
+    rows appended instead of being rebuilt (the older model keeps searching it; its searches
+    drop the positions it does not have).
+    """
+    extended = model_from_factors(
         version,
         trained_at,
-        model.item_ids + tuple(new_ids),
-        np.vstack([model.item_factors, solved]),
+        model.item_ids + tuple(item_ids),
+        np.vstack([model.item_factors, item_factors]),
         model.user_gram,
         model.params,
     )
+    if model.candidates is None:
+        return extended
+    candidates = _extended_index(extended, model) or CandidateIndex.build(extended.item_factors)
+    return replace(extended, candidates=candidates)
+
+
+def with_candidate_index(
+    model: FactorModel, min_items: int, previous: FactorModel | None = None
+) -> FactorModel:
+    """The model with a candidate index when it has at least ``min_items`` items.
+
+    Slow for a large catalogue (seconds at 100k items): call it off the event loop. When the
+    model only appends items to ``previous`` (same leading ids and factors, as a model from
+    :func:`with_appended_items` on the publishing side), ``previous``'s index is extended.
+    """
+    if len(model.item_ids) < min_items or model.candidates is not None:
+        return model
+    extended = None if previous is None else _extended_index(model, previous)
+    return replace(model, candidates=extended or CandidateIndex.build(model.item_factors))
+
+
+def _extended_index(model: FactorModel, previous: FactorModel) -> CandidateIndex | None:
+    """``previous``'s index with ``model``'s further items appended, if ``model`` extends it."""
+    known = len(previous.item_ids)
+    if (
+        previous.candidates is None
+        or len(previous.candidates) != known
+        or model.item_ids[:known] != previous.item_ids
+        or not np.array_equal(model.item_factors[:known], previous.item_factors)
+    ):
+        return None
+    previous.candidates.add(model.item_factors[known:], known)
+    return previous.candidates
 
 
 def similar_items(model: FactorModel, item_id: str, n: int) -> Scored:
