@@ -157,13 +157,19 @@ class ListRefresher:
         if blob is None:
             return False
         loop = asyncio.get_running_loop()
-        model, meta = await loop.run_in_executor(self._solver, decode_model, blob)
+        model, meta = await loop.run_in_executor(self._solver, self._decoded_model, blob)
         self.model = model
         metrics.model.info({"version": version})
         if "fit_seconds" in meta["metrics"]:
             metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
         log.info("serving model %s: %s", version, meta["metrics"])
         return True
+
+    def _decoded_model(self, blob: bytes) -> tuple[ranker.FactorModel, dict]:
+        """The model with its candidate index when large (slow: run in the solver thread)."""
+        model, meta = decode_model(blob)
+        indexed = ranker.with_candidate_index(model, self.settings.ann_min_items, self.model)
+        return indexed, meta
 
     async def sync_catalogue(self) -> bool:
         """Rebuild the catalogue snapshot when the catalogue changed; returns whether it did."""
