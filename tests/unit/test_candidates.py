@@ -1,11 +1,18 @@
 """candidates: approximate top-k by inner product, exclusions, appended items; the ranker's
 choice between it and exact search."""
 
+from collections.abc import Callable, Iterator
+
 import numpy as np
 import pytest
 from implicit.cpu.topk import topk
+from redis.asyncio import Redis
 
 from app import candidates, ranker
+from app.refresher import ListRefresher
+from app.settings import Settings
+from app.stores import Stores
+from app.stores.model import encode_model
 
 PARAMS = ranker.AlsParams(factors=8, regularization=0.1, alpha=4.0, iterations=10, threads=1)
 
@@ -148,3 +155,35 @@ def test_a_refitted_model_gets_a_new_index(model, rows):
     refitted = ranker.fit(rows[::-1], PARAMS, "v2", 1.0)
     served = ranker.with_candidate_index(refitted, 1, previous)
     assert served.candidates is not previous.candidates
+
+
+@pytest.fixture
+def refresher_for() -> Iterator[Callable[[int], ListRefresher]]:
+    made: list[ListRefresher] = []
+
+    def make(ann_min_items: int) -> ListRefresher:
+        settings = Settings(redis_url="redis://127.0.0.1:1/0", ann_min_items=ann_min_items)
+        stores = Stores.of(Redis.from_url(settings.redis_url), settings)  # never used
+        made.append(ListRefresher(settings, stores, states=None))
+        return made[-1]
+
+    yield make
+    for refresher in made:
+        refresher.close()
+
+
+def test_the_refresher_indexes_a_published_model_from_the_threshold(model, refresher_for):
+    blob = encode_model(model, {})
+    assert refresher_for(len(model.item_ids))._decoded_model(blob)[0].candidates is not None
+    assert refresher_for(len(model.item_ids) + 1)._decoded_model(blob)[0].candidates is None
+
+
+def test_the_refresher_extends_its_index_for_a_model_with_appended_items(
+    model, rows, refresher_for
+):
+    refresher = refresher_for(1)
+    refresher.model, _ = refresher._decoded_model(encode_model(model, {}))
+    published = ranker.fold_in_new_items(model, [{**rows[0], "brand-new": 2.0}], "v2", 1.0)
+    served, _ = refresher._decoded_model(encode_model(published, {}))
+    assert served.candidates is refresher.model.candidates
+    assert len(served.candidates) == len(published.item_ids)
