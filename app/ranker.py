@@ -309,7 +309,9 @@ def with_appended_items(
     )
     if model.candidates is None:
         return extended
-    candidates = _extended_index(extended, model) or CandidateIndex.build(extended.item_factors)
+    candidates = _extended_index(extended, model)
+    if candidates is None:
+        candidates = CandidateIndex.build(extended.item_factors)
     return replace(extended, candidates=candidates)
 
 
@@ -324,8 +326,10 @@ def with_candidate_index(
     """
     if len(model.item_ids) < min_items or model.candidates is not None:
         return model
-    extended = None if previous is None else _extended_index(model, previous)
-    return replace(model, candidates=extended or CandidateIndex.build(model.item_factors))
+    candidates = None if previous is None else _extended_index(model, previous)
+    if candidates is None:
+        candidates = CandidateIndex.build(model.item_factors)
+    return replace(model, candidates=candidates)
 
 
 def _extended_index(model: FactorModel, previous: FactorModel) -> CandidateIndex | None:
