@@ -22,8 +22,9 @@ Factors are synthetic but structured: items are drawn around a few hundred clust
 log-normal norms (popular items have long vectors, as in ALS), users around the same centres.
 Random isotropic Gaussians would make every ANN look worse than it does on a fitted model.
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ann_search.py               # 100k and 1M
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/ann_search.py --items 20000 # a quick look
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/ann_search.py  # 100k, ~6 min
+    ... bench/ann_search.py --items 20000 --users 300                         # ~20 s
+    ... bench/ann_search.py --items 1000000 --libraries hnswlib-ip,faiss-ivf  # 1M, ~10 min
 
 JSON to bench/results/ann_search.json (git-ignored).
 """
@@ -214,7 +215,7 @@ def bench_size(args: argparse.Namespace, size: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", default="100000,1000000")
+    parser.add_argument("--items", default="100000")
     parser.add_argument("--libraries", default=",".join(BUILDERS))
     parser.add_argument("--factors", type=int, default=64)
     parser.add_argument("--clusters", type=int, default=300)
