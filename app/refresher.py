@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -151,8 +152,9 @@ class ListRefresher:
     async def sync_model(self) -> bool:
         """Switch to the published current model if it changed; returns whether it did.
 
-        On the same snapshot only the new deltas are read and applied; decoding runs on the
-        solver thread."""
+        On the same snapshot only the new deltas are read and applied (a delta's items join the
+        candidate index); a large new snapshot gets its index built. Decoding and indexing run
+        on the solver thread."""
         loop = asyncio.get_running_loop()
 
         def offload(function: Callable[..., Published], *args: object) -> Awaitable[Published]:
@@ -161,6 +163,8 @@ class ListRefresher:
         published = await self.stores.models.sync(self.published, offload)
         if published is None:
             return False
+        indexed = await loop.run_in_executor(self._solver, self.indexed, published.model)
+        published = dataclasses.replace(published, model=indexed)
         self.published, self.model = published, published.model
         meta = published.meta
         metrics.model.info(
@@ -174,6 +178,11 @@ class ListRefresher:
             metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
         log.info("serving model %s: %s", published.version, meta["metrics"])
         return True
+
+    def indexed(self, model: ranker.FactorModel) -> ranker.FactorModel:
+        """The model with its candidate index when it is large enough, extending the served
+        model's index when the new one only appends items (slow: the solver thread's work)."""
+        return ranker.with_candidate_index(model, self.settings.ann_min_items, self.model)
 
     async def sync_catalogue(self) -> bool:
         """Rebuild the catalogue snapshot when the catalogue changed; returns whether it did."""

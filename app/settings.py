@@ -107,6 +107,9 @@ class Settings:
     als_iterations: int = 15
     als_threads: int = 1
     """Threads of a full fit in the trainer (0: all cores)."""
+    ann_min_items: int = 200_000
+    """Catalogue size from which ranking searches an HNSW index instead of every item
+    (docs/CANDIDATE_SEARCH.md); below it, ranking is exact."""
     cache_size: int = 100
     """Length of each cached list, and the largest ``n`` a read may ask for."""
     cache_ttl: int = 7 * 24 * 3600
@@ -220,6 +223,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "als_alpha": 0,
         "als_iterations": 1,
         "als_threads": 0,
+        "ann_min_items": 1,
         "cache_size": 1,
         "cache_ttl": 1,
         "popularity_half_life": 1,

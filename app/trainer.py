@@ -9,7 +9,7 @@ on request, every ``RECSYS_RETRAIN_INTERVAL`` seconds and when the data grew by
 published model every ``RECSYS_NEW_ITEM_INTERVAL`` seconds. A trainer that starts with a model
 already published continues from it instead of refitting.
 
-Rows live in numpy buffers (:class:`app.interactions.Interactions`: 8 to 12 bytes per pair,
+Rows live in numpy buffers (:class:`app.interactions.Interactions`: 8 to 9 bytes per pair,
 plus an index entry per user and per item), not in per-pair Python objects. A full fit runs as
 a background task: the CSR is built from a snapshot and ALS solved in threads while the
 changelog tail keeps applying records (and renewing the lease); what arrives meanwhile counts
