@@ -122,10 +122,11 @@ class Settings:
     max_items_per_user: int = 100
     """Items a user's state keeps; beyond it the least recently used go (1 to 65,535).
 
-    Bounds the changelog record (about 18 bytes per item). 100 keeps every item of 80% of
-    Online Retail's customers and covers what ranking uses: the ALS fold-in is dominated by
-    recent items and the cached lists hold 100. A dropped item is no longer filtered out of
-    the user's recommendations, so it may be recommended again.
+    Bounds the changelog record (about 18 bytes per item, so under 2 KB). 100 keeps every item
+    of 82% of Online Retail's customers (median 35 distinct items, p90 142). Recency rather
+    than weight decides, since it needs no decay parameter and keeps what the user does now.
+    A dropped item no longer counts in the user's row (fold-in, training) and is no longer
+    filtered out of their recommendations, so it may be recommended again.
     """
     content_max_events: int = 3
     """Users with at most this many events get content-based lists."""
