@@ -138,7 +138,9 @@ class EventProcessor:
             metrics.duplicates_skipped.inc()
             return key
         weight = self.settings.weight(action.action)
-        states[key] = state.with_action(action, weight, message.offset, origin)
+        states[key] = state.with_action(
+            action, weight, message.offset, origin, self.settings.max_items_per_user
+        )
         metrics.events_processed.labels(action.action).inc()
         self.refresher.record(action, weight, states[key], message.timestamp)
         return key

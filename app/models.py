@@ -7,11 +7,16 @@ from dataclasses import dataclass
 
 import faust
 
+from app.state_codec import USER_STATE_CODEC, as_float32, event_id_hash, whole_seconds
+
 RECENT_EVENT_IDS = 100
 """How many of a user's latest client event ids are remembered to recognise a re-sent event."""
 
 WEIGHT, COUNT, LAST_AT = range(3)
 """Positions in a user's per-item entry ``[summed weight, event count, last event time]``.
+
+The weight is kept as a float32 value and the time in whole seconds, exactly what the
+changelog encoding stores (:mod:`app.state_codec`), so a recovered state equals the live one.
 
 A flat list rather than a nested record: decoding nested records costs about 5x more per event,
 and the whole state is decoded and re-encoded on every event.
@@ -28,14 +33,17 @@ class UserAction(faust.Record, serializer="json", include_metadata=False):
     event_id: str | None = None
 
 
-class UserState(faust.Record, serializer="json", include_metadata=False):
+class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=False):
     """A user's accumulated interactions plus the offsets that make re-delivery harmless.
 
-    ``items`` maps item id -> ``[summed weight, event count, last event time]``.
+    ``items`` maps item id -> ``[summed weight, event count, last event time]``, at most
+    ``max_items`` of them (the least recent are dropped, see :meth:`with_action`).
     ``applied_offset`` is the highest ``user-actions`` offset folded into this state. All of a
     user's events live in one partition and arrive in offset order, so an event at or below it
     was already counted (Kafka re-delivers after a crash). ``forwarded_offsets`` does the same
     for re-keyed copies: origin partition -> highest origin offset applied.
+    ``recent_event_ids`` holds 64-bit hashes (:func:`app.state_codec.event_id_hash`) of the
+    latest client event ids, oldest first.
     """
 
     items: dict[str, list[float]]
@@ -43,7 +51,7 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
     last_event_at: float = 0.0
     applied_offset: int = -1
     forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
-    recent_event_ids: list[str] = []  # noqa: RUF012 - faust copies record defaults
+    recent_event_ids: list[int] = []  # noqa: RUF012 - faust copies record defaults
 
     def has_applied(
         self, offset: int, origin: tuple[int, int] | None, event_id: str | None = None
@@ -55,7 +63,7 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
         """
         if offset <= self.applied_offset:
             return True
-        if event_id is not None and event_id in self.recent_event_ids:
+        if event_id is not None and event_id_hash(event_id) in self.recent_event_ids:
             return True
         if origin is None:
             return False
@@ -63,25 +71,37 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
         return origin_offset <= self.forwarded_offsets.get(str(origin_partition), -1)
 
     def with_action(
-        self, action: UserAction, weight: float, offset: int, origin: tuple[int, int] | None
+        self,
+        action: UserAction,
+        weight: float,
+        offset: int,
+        origin: tuple[int, int] | None,
+        max_items: int | None = None,
     ) -> UserState:
-        """A new state with one more event; the receiver is left unchanged."""
+        """A new state with one more event; the receiver is left unchanged.
+
+        With ``max_items`` set and exceeded, the least recently used items are dropped (ties:
+        the lower weight, then the smaller id), so the same events always leave the same items.
+        """
         items = dict(self.items)
         previous = items.get(action.item_id)
+        seconds = whole_seconds(action.timestamp)
         if previous is None:
-            items[action.item_id] = [weight, 1, action.timestamp]
+            items[action.item_id] = [as_float32(weight), 1, seconds]
         else:
             items[action.item_id] = [
-                previous[WEIGHT] + weight,
+                as_float32(previous[WEIGHT] + weight),
                 previous[COUNT] + 1,
-                max(previous[LAST_AT], action.timestamp),
+                max(previous[LAST_AT], seconds),
             ]
+        if max_items is not None and len(items) > max_items:
+            items = _most_recent(items, max_items)
         forwarded = self.forwarded_offsets
         if origin is not None:
             forwarded = {**forwarded, str(origin[0]): origin[1]}
         event_ids = self.recent_event_ids
         if action.event_id is not None:
-            event_ids = [*event_ids[-(RECENT_EVENT_IDS - 1) :], action.event_id]
+            event_ids = [*event_ids[-(RECENT_EVENT_IDS - 1) :], event_id_hash(action.event_id)]
         return UserState(
             items=items,
             event_count=self.event_count + 1,
@@ -94,6 +114,15 @@ class UserState(faust.Record, serializer="json", include_metadata=False):
     def weights(self) -> dict[str, float]:
         """Item -> summed weight: the user's row of the interaction matrix."""
         return {item_id: entry[WEIGHT] for item_id, entry in self.items.items()}
+
+
+def _most_recent(items: dict[str, list[float]], keep: int) -> dict[str, list[float]]:
+    """The ``keep`` most recently used of ``items``, in their original order."""
+    ranked = sorted(
+        items, key=lambda item_id: (items[item_id][LAST_AT], items[item_id][WEIGHT], item_id)
+    )
+    dropped = set(ranked[: len(items) - keep])
+    return {item_id: entry for item_id, entry in items.items() if item_id not in dropped}
 
 
 def empty_state() -> UserState:

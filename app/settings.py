@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+MAX_ITEMS_PER_USER = 2**16 - 1
+"""The changelog encoding counts a user's items in 16 bits (:mod:`app.state_codec`)."""
+
 DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
 """A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
 
@@ -120,6 +123,15 @@ class Settings:
     """Further half-lives ``/popular?half_life=`` offers, comma-separated seconds."""
     max_events_per_request: int = 1000
     max_items_per_request: int = 1000
+    max_items_per_user: int = 100
+    """Items a user's state keeps; beyond it the least recently used go (1 to 65,535).
+
+    Bounds the changelog record (about 18 bytes per item, so under 2 KB). 100 keeps every item
+    of 82% of Online Retail's customers (median 35 distinct items, p90 142). Recency rather
+    than weight decides, since it needs no decay parameter and keeps what the user does now.
+    A dropped item no longer counts in the user's row (fold-in, training) and is no longer
+    filtered out of their recommendations, so it may be recommended again.
+    """
     content_max_events: int = 3
     """Users with at most this many events get content-based lists."""
     content_weight: float = 0.7
@@ -156,6 +168,11 @@ class Settings:
 
     def validate(self) -> None:
         """Refuse values out of range, naming the variable; called once at start-up."""
+        if self.max_items_per_user > MAX_ITEMS_PER_USER:
+            raise SettingsError(
+                f"RECSYS_MAX_ITEMS_PER_USER: must be at most {MAX_ITEMS_PER_USER}, "
+                f"got {self.max_items_per_user}"
+            )
         for name, low in _AT_LEAST.items():
             if getattr(self, name) < low:
                 raise SettingsError(
@@ -229,6 +246,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "popularity_half_life": 1,
         "max_events_per_request": 1,
         "max_items_per_request": 1,
+        "max_items_per_user": 1,
         "content_max_events": 0,
         "max_body_bytes": 1,
         "max_id_length": 1,

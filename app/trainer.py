@@ -33,7 +33,6 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
 
@@ -42,6 +41,7 @@ from app.interactions import Interactions, RowsView, Snapshot
 from app.models import WEIGHT
 from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
+from app.state_codec import decode_state
 from app.stores import Stores
 from app.stores.model import ModelStore, encode_delta, encode_model
 from app.tables import changelog_topic
@@ -87,7 +87,7 @@ class Trainer:
         if value is None:
             self.interactions.remove(user_id)
             return
-        state = orjson.loads(value)
+        state = decode_state(value)
         entries = state["items"]
         weights = list(map(_weight, entries.values()))
         positions = self.interactions.put(

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from app.settings import Settings
+from app.state_codec import as_float32, whole_seconds
 
 ACTIONS = ("view", "view", "view", "click", "click", "purchase", "return", "share")
 
@@ -33,7 +34,11 @@ def random_events(count: int, users: range, items: int, seed: int) -> list[dict[
 
 
 def expected_states(events: list[dict[str, Any]], settings: Settings) -> dict[str, dict[str, Any]]:
-    """Ground truth: each user's state as ``GET /users/{id}`` must show it, computed here."""
+    """Ground truth: each user's state as ``GET /users/{id}`` must show it, computed here.
+
+    Item weights are float32 sums and item times whole seconds, as the state keeps them
+    (:mod:`app.state_codec`). The streams used have fewer items per user than the item cap.
+    """
     states: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"event_count": 0, "last_event_at": 0.0, "interactions": {}}
     )
@@ -44,9 +49,9 @@ def expected_states(events: list[dict[str, Any]], settings: Settings) -> dict[st
         entry = state["interactions"].setdefault(
             event["item_id"], {"weight": 0.0, "count": 0, "last_at": 0.0}
         )
-        entry["weight"] += settings.weight(event["action"])
+        entry["weight"] = as_float32(entry["weight"] + settings.weight(event["action"]))
         entry["count"] += 1
-        entry["last_at"] = max(entry["last_at"], event["timestamp"])
+        entry["last_at"] = max(entry["last_at"], whole_seconds(event["timestamp"]))
     return dict(states)
 
 

@@ -43,6 +43,7 @@ async def test_the_pipeline_replay_agrees_with_the_in_process_simulation(tmp_pat
         RECSYS_NEW_ITEM_INTERVAL="1e9",
         RECSYS_ALS_FACTORS="16",
         RECSYS_ALS_ITERATIONS="15",
+        RECSYS_MAX_ITEMS_PER_USER="65535",  # the simulation keeps every item of a user
     )
     settings = Settings.from_env(env)
     redis = Redis.from_url(REDIS_URL)

@@ -23,6 +23,7 @@ from app.agents import ERROR_HEADER, ORIGIN_HEADER, EventProcessor
 from app.factory import Product, create_app
 from app.models import UserState
 from app.settings import Settings
+from app.state_codec import event_id_hash
 from app.topics import Topics, partition_for
 
 USER = "u1"
@@ -275,7 +276,7 @@ async def test_two_events_with_the_same_event_id_count_once(worker):
         event_count=1,
         last_event_at=WHEN,
         applied_offset=3,
-        recent_event_ids=["e-1"],
+        recent_event_ids=[event_id_hash("e-1")],
     )
     assert metric("recsys_duplicates_skipped_total") == skipped + 1
 

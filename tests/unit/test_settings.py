@@ -83,6 +83,8 @@ def test_the_defaults_are_in_range():
         ("RECSYS_TRENDING_HALF_LIVES", "3600,soon", "RECSYS_TRENDING_HALF_LIVES: expected"),
         ("RECSYS_TRENDING_HALF_LIVES", "0", "every half-life must be positive"),
         ("RECSYS_KAFKA_BROKER", "127.0.0.1:9092", "RECSYS_KAFKA_BROKER: expected kafka://"),
+        ("RECSYS_MAX_ITEMS_PER_USER", "0", "RECSYS_MAX_ITEMS_PER_USER: must be at least 1"),
+        ("RECSYS_MAX_ITEMS_PER_USER", "65536", "RECSYS_MAX_ITEMS_PER_USER: must be at most 65535"),
     ],
 )
 def test_a_value_out_of_range_is_refused_at_start_naming_the_variable(name, value, message):
