@@ -5,11 +5,13 @@ dict's spare room); at 500M pairs that is 90 GB. Here a pair is an item index (i
 weight (float32) in two append-only buffers, 8 bytes, and a user's row is one segment
 (start, length) of them. A changelog record carries a user's FULL state, so replacing a row
 appends a new segment and leaves the old one as garbage. When the buffers fill, the live
-segments are copied into new buffers of 1.5 x the live pairs (one vectorised pass that is both
-the growth and the compaction), so garbage never exceeds half the live pairs and the buffers
-hold at most 12 bytes per live pair while rows are rewritten, 16 after removals (they shrink
-once capacity passes twice the live pairs). Users and items cost a dict entry and an id
-string each, plus 21 bytes of per-user arrays (start, length, event count, live flag).
+segments are copied into new buffers of :data:`GROWTH` x the live pairs (one vectorised pass
+that is both the growth and the compaction), so garbage never exceeds an eighth of the live
+pairs and the buffers hold at most 9 bytes per live pair while rows are rewritten, 16 after
+removals (they shrink once capacity passes twice the live pairs). Each user costs an id string,
+a dict entry and a list slot (about 150 bytes for a short id) plus 20 bytes of per-user arrays
+(start, length or -1 for a removed user, event count) with up to half as much spare room; each
+item an id string, a dict entry and a list slot.
 
 Buffers are never written in place below their fill mark and compaction allocates new ones,
 so a :class:`Snapshot` (the per-user arrays copied, the buffers referenced) stays valid while
@@ -22,6 +24,7 @@ does.
 
 from __future__ import annotations
 
+import mmap
 import sys
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -30,8 +33,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix
 
-GROWTH = 1.5
-"""Capacity after a compaction, as a multiple of the live pairs (plus the pairs to append)."""
+GROWTH = 1.125
+"""Capacity after a compaction, as a multiple of the live pairs (plus the pairs to append):
+the spare room garbage may fill before the next compaction, which copies every live pair."""
+
+USER_GROWTH = 1.5
+"""How much the per-user arrays grow when a new user finds them full."""
 
 MIN_CAPACITY = 1 << 16
 """The buffers never shrink below this many pairs (512 KiB)."""
@@ -49,18 +56,34 @@ class Interactions:
         self._user_ids: list[str] = []
         self._item_positions: dict[str, int] = {}
         self._item_ids: list[str] = []
-        self._starts = np.zeros(1024, dtype=np.int64)
-        self._lengths = np.zeros(1024, dtype=np.int32)
-        self._event_counts = np.zeros(1024, dtype=np.int64)
-        self._live = np.zeros(1024, dtype=bool)
-        self._items = np.empty(min_capacity, dtype=np.int32)
-        self._weights = np.empty(min_capacity, dtype=np.float32)
+        self._set_user_arrays(
+            _mapped(1024, np.int64),
+            _mapped(1024, np.int32, fill=-1),
+            _mapped(1024, np.int64),
+        )
+        self._set_buffers(_mapped(min_capacity, np.int32), _mapped(min_capacity, np.float32))
         self._used = 0  # pairs written to the buffers, live and garbage
         self._pairs = 0  # live pairs
         self._users = 0  # live users
         self._events = 0
         self.compactions = 0
         self.longest_compaction = 0.0  # seconds
+
+    def _set_user_arrays(
+        self, starts: np.ndarray, lengths: np.ndarray, event_counts: np.ndarray
+    ) -> None:
+        """Per-user arrays by slot (a length of -1: no live row), with memoryviews of them:
+        a memoryview reads and writes one element several times faster than numpy indexing,
+        which matters on the path of every record."""
+        self._starts, self._lengths, self._event_counts = starts, lengths, event_counts
+        self._start_at = memoryview(starts)
+        self._length_at = memoryview(lengths)
+        self._count_at = memoryview(event_counts)
+
+    def _set_buffers(self, items: np.ndarray, weights: np.ndarray) -> None:
+        self._items, self._weights = items, weights
+        self._capacity = len(items)
+        self._shrink_below = self._capacity // 2 if self._capacity > self._min_capacity else -1
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -89,14 +112,14 @@ class Interactions:
 
     def __contains__(self, user_id: object) -> bool:
         slot = self._user_slots.get(user_id)  # type: ignore[arg-type]
-        return slot is not None and bool(self._live[slot])
+        return slot is not None and self._length_at[slot] >= 0
 
     def row(self, user_id: str) -> dict[str, float]:
         """The user's current row as item id -> weight; KeyError for an unknown user."""
         slot = self._user_slots.get(user_id)
-        if slot is None or not self._live[slot]:
+        if slot is None or self._length_at[slot] < 0:
             raise KeyError(user_id)
-        start, length = int(self._starts[slot]), int(self._lengths[slot])
+        start, length = self._start_at[slot], self._length_at[slot]
         names = self._item_ids
         return dict(
             zip(
@@ -108,12 +131,12 @@ class Interactions:
 
     def event_count(self, user_id: str) -> int:
         slot = self._user_slots.get(user_id)
-        return 0 if slot is None or not self._live[slot] else int(self._event_counts[slot])
+        return 0 if slot is None or self._length_at[slot] < 0 else self._count_at[slot]
 
     def user_ids(self) -> Iterator[str]:
         """Live users, in the order they first appeared."""
-        live = self._live
-        return (user for slot, user in enumerate(self._user_ids) if live[slot])
+        lengths = self._length_at
+        return (user for slot, user in enumerate(self._user_ids) if lengths[slot] >= 0)
 
     def rows(self) -> RowsView:
         """A read-only mapping user id -> row, built row by row on access."""
@@ -121,21 +144,12 @@ class Interactions:
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held: the pair buffers, the per-user arrays and (estimated from CPython's
-        object sizes) the id indices."""
-        indices = 0
-        for ids, positions in (
-            (self._user_ids, self._user_slots),
-            (self._item_ids, self._item_positions),
-        ):
-            indices += sys.getsizeof(ids) + sys.getsizeof(positions)
-            indices += sum(sys.getsizeof(i) for i in ids)
-            indices += 32 * max(len(ids) - 256, 0)  # an int object per position above 256
+        object sizes: the dict, the list, the id strings, the int objects) the id indices."""
         return {
             "pair_buffers": self._items.nbytes + self._weights.nbytes,
-            "user_arrays": sum(
-                a.nbytes for a in (self._starts, self._lengths, self._event_counts, self._live)
-            ),
-            "indices": indices,
+            "user_arrays": self._starts.nbytes + self._lengths.nbytes + self._event_counts.nbytes,
+            "user_index": _index_nbytes(self._user_ids, self._user_slots),
+            "item_index": _index_nbytes(self._item_ids, self._item_positions),
         }
 
     # -- writing ------------------------------------------------------------------------------
@@ -152,29 +166,32 @@ class Interactions:
         slot = self._user_slots.get(user_id)
         if slot is None:
             slot = self._new_slot(user_id)
-        elif self._live[slot]:
-            self._pairs -= int(self._lengths[slot])
-            self._events -= int(self._event_counts[slot])
-            self._lengths[slot] = 0  # the old segment is garbage from here on
-            self._users -= 1
+        else:
+            old_length = self._length_at[slot]
+            if old_length >= 0:
+                self._pairs -= old_length
+                self._events -= self._count_at[slot]
+                self._users -= 1
+                self._length_at[slot] = 0  # the old segment is garbage from here on
         start = self._used
         end = start + length
-        if end > len(self._items):
+        if end > self._capacity:
             self._compact(length)
             start = self._used
             end = start + length
         self._items[start:end] = row_items
         self._weights[start:end] = weights
         self._used = end
-        self._starts[slot] = start
-        self._lengths[slot] = length
-        self._event_counts[slot] = event_count
-        self._live[slot] = True
+        self._start_at[slot] = start
+        self._length_at[slot] = length
+        self._count_at[slot] = event_count
         self._pairs += length
         self._events += event_count
         self._users += 1
-        self._shrink_if_sparse()
-        return self._items[start:end]
+        positions = self._items[start:end]  # before a shrink moves the segment
+        if self._pairs < self._shrink_below:
+            self._compact(0)
+        return positions
 
     def _index_items(self, items: Iterable[str]) -> list[int]:
         """Positions of these items, indexing the ones seen for the first time."""
@@ -191,51 +208,48 @@ class Interactions:
     def remove(self, user_id: str) -> None:
         """Forget the user (a tombstone); a user not held is ignored."""
         slot = self._user_slots.get(user_id)
-        if slot is None or not self._live[slot]:
+        if slot is None or self._length_at[slot] < 0:
             return
-        self._pairs -= int(self._lengths[slot])
-        self._events -= int(self._event_counts[slot])
+        self._pairs -= self._length_at[slot]
+        self._events -= self._count_at[slot]
         self._users -= 1
-        self._lengths[slot] = 0
-        self._event_counts[slot] = 0
-        self._live[slot] = False
-        self._shrink_if_sparse()
+        self._length_at[slot] = -1
+        self._count_at[slot] = 0
+        if self._pairs < self._shrink_below:
+            self._compact(0)
 
     def _new_slot(self, user_id: str) -> int:
         slot = len(self._user_ids)
-        if slot == len(self._live):
-            size = 2 * slot
-            self._starts = _resized(self._starts, size)
-            self._lengths = _resized(self._lengths, size)
-            self._event_counts = _resized(self._event_counts, size)
-            self._live = _resized(self._live, size)
+        if slot == len(self._lengths):
+            size = int(USER_GROWTH * slot)
+            self._set_user_arrays(
+                _resized(self._starts, size, 0),
+                _resized(self._lengths, size, -1),
+                _resized(self._event_counts, size, 0),
+            )
         self._user_slots[user_id] = slot
         self._user_ids.append(user_id)
         return slot
 
-    def _shrink_if_sparse(self) -> None:
-        if len(self._items) > max(self._min_capacity, 2 * self._pairs):
-            self._compact(0)
-
     def _compact(self, extra: int) -> None:
         """Copy the live segments, in slot order, into new buffers with room for ``extra``."""
         began = time.perf_counter()
-        slots = np.flatnonzero(self._lengths[: len(self._user_ids)])
+        slots = np.flatnonzero(self._lengths[: len(self._user_ids)] > 0)
         starts, lengths = self._starts[slots], self._lengths[slots]
         needed = self._pairs + extra
         capacity = max(self._min_capacity, int(GROWTH * needed), needed)
-        items = np.empty(capacity, dtype=np.int32)
-        weights = np.empty(capacity, dtype=np.float32)
+        items = _mapped(capacity, np.int32)
+        weights = _mapped(capacity, np.float32)
         _gather(self._items, self._weights, starts, lengths, items, weights)
         self._starts[slots] = _offsets(lengths)[:-1]
-        self._items, self._weights = items, weights
+        self._set_buffers(items, weights)
         self._used = self._pairs
         self.compactions += 1
         self.longest_compaction = max(self.longest_compaction, time.perf_counter() - began)
 
     def snapshot(self) -> Snapshot:
         """The live rows as of now, readable from another thread while records keep coming."""
-        slots = np.flatnonzero(self._live[: len(self._user_ids)])
+        slots = np.flatnonzero(self._lengths[: len(self._user_ids)] >= 0)
         return Snapshot(
             items=self._items,
             weights=self._weights,
@@ -394,7 +408,25 @@ def _gather(
         written += len(positions)
 
 
-def _resized(array: np.ndarray, size: int) -> np.ndarray:
-    grown = np.zeros(size, dtype=array.dtype)
+def _index_nbytes(ids: list[str], positions: dict[str, int]) -> int:
+    held = sys.getsizeof(ids) + sys.getsizeof(positions) + sum(map(sys.getsizeof, ids))
+    return held + sum(sys.getsizeof(p) for p in positions.values() if p > 256)  # 256: cached
+
+
+def _mapped(size: int, dtype: type[np.generic], fill: int = 0) -> np.ndarray:
+    """A new array in a private anonymous memory map of its own. Its pages become resident only once
+    written (spare capacity costs nothing until used), and freeing it unmaps them at once: a
+    malloc'ed buffer of tens of MiB freed after a compaction can stay in the process's heap,
+    which kept resident memory near twice the live buffers."""
+    itemsize = np.dtype(dtype).itemsize
+    private = mmap.mmap(-1, max(size, 1) * itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    array = np.frombuffer(private, dtype=dtype, count=size)
+    if fill:
+        array.fill(fill)
+    return array
+
+
+def _resized(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+    grown = _mapped(size, array.dtype.type, fill)
     grown[: len(array)] = array
     return grown

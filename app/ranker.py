@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
+
+from app.candidates import CandidateIndex, top_k
 
 Scored = list[tuple[str, float]]
 
@@ -45,6 +47,7 @@ class FactorModel:
     als: AlternatingLeastSquares
     user_gram: np.ndarray
     params: AlsParams
+    candidates: CandidateIndex | None = None
 
     @property
     def item_factors(self) -> np.ndarray:
@@ -189,14 +192,22 @@ def recommend(
     zeroed = max(sum(1 for weight in row.values() if weight == 0.0) for row in rows)
     wanted, n = min(n + zeroed, len(model.item_ids)), min(n, len(model.item_ids))
     excluded = [model.item_positions[i] for i in exclude if i in model.item_positions]
-    ids, scores = model.als.recommend(
-        np.arange(len(rows)),
-        matrix,
-        N=wanted,
-        filter_already_liked_items=True,
-        filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
-        recalculate_user=True,
-    )
+    if model.candidates is None:
+        ids, scores = model.als.recommend(
+            np.arange(len(rows)),
+            matrix,
+            N=wanted,
+            filter_already_liked_items=True,
+            filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
+            recalculate_user=True,
+        )
+    else:
+        users = model.als.recalculate_user(np.arange(len(rows)), matrix)
+        seen = [
+            np.concatenate([matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]], excluded])
+            for u in range(len(rows))
+        ]
+        ids, scores = top_k(model.candidates, model.item_factors, users, wanted, seen)
     known = np.diff(matrix.indptr) > 0
     valid = (ids >= 0) & (scores > _FILTERED)
     names = model.item_names[np.where(valid, ids, 0)]
@@ -245,7 +256,18 @@ def fold_in_new_items(
     version: str,
     trained_at: float,
 ) -> FactorModel:
-    """The model with the items of ``rows`` it does not know yet appended, each solved exactly.
+    """The model with the items of ``rows`` it does not know yet appended, each solved exactly
+    (:func:`solve_new_items`, :func:`with_items`)."""
+    item_ids, factors = solve_new_items(model, rows)
+    if not item_ids:
+        return model
+    return with_items(model, item_ids, factors, version, trained_at)
+
+
+def solve_new_items(
+    model: FactorModel, rows: Sequence[Mapping[str, float]]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """The items of ``rows`` the model does not know yet (sorted) and their factors.
 
     Each user of ``rows`` is first folded in against the known items; each new item i then
     gets the item-side ALS solution against the fitted users' Gram matrix G:
@@ -253,12 +275,12 @@ def fold_in_new_items(
     Users who touched only new items carry no signal (a zero vector) and are skipped.
     """
     new_ids = sorted({item for row in rows for item in row if item not in model.item_positions})
-    if not new_ids:
-        return model
-    users = fold_in(model, rows)
     factors = model.params.factors
-    base = model.user_gram + model.params.regularization * np.eye(factors)
     solved = np.zeros((len(new_ids), factors), dtype=np.float32)
+    if not new_ids:
+        return (), solved
+    users = fold_in(model, rows)
+    base = model.user_gram + model.params.regularization * np.eye(factors)
     for position, item_id in enumerate(new_ids):
         a = base.copy()
         b = np.zeros(factors)
@@ -272,14 +294,82 @@ def fold_in_new_items(
             if weight > 0:
                 b += confidence * x
         solved[position] = np.linalg.solve(a, b)
-    return model_from_factors(
+    return tuple(new_ids), solved
+
+
+def with_items(
+    model: FactorModel,
+    item_ids: Sequence[str],
+    factors: np.ndarray,
+    version: str,
+    trained_at: float,
+) -> FactorModel:
+    """The model plus these items: known ids get their factor rows replaced, unknown ones are
+    appended in the given order. The trainer's fold and a worker applying the published delta
+    both build the next model here, so the two always agree.
+
+    A candidate index, if the model has one, gets appended rows added instead of being rebuilt
+    (the older model keeps searching it; its searches drop the positions it does not have); a
+    replaced row means a rebuild.
+    """
+    if len(item_ids) != factors.shape[0]:
+        raise ValueError(f"{len(item_ids)} item ids for {factors.shape[0]} factor rows")
+    positions = dict(model.item_positions)
+    appended = [item_id for item_id in dict.fromkeys(item_ids) if item_id not in positions]
+    first = len(positions)
+    positions.update((item_id, first + i) for i, item_id in enumerate(appended))
+    matrix = np.empty((len(positions), model.item_factors.shape[1]), dtype=np.float32)
+    matrix[: len(model.item_ids)] = model.item_factors
+    matrix[[positions[item_id] for item_id in item_ids]] = factors
+    als = als_model(model.params)
+    als.item_factors = matrix
+    als.user_factors = np.zeros((0, matrix.shape[1]), dtype=np.float32)
+    extended = FactorModel(
         version,
         trained_at,
-        model.item_ids + tuple(new_ids),
-        np.vstack([model.item_factors, solved]),
+        model.item_ids + tuple(appended),
+        positions,
+        als,
         model.user_gram,
         model.params,
     )
+    if model.candidates is None:
+        return extended
+    candidates = _extended_index(extended, model)
+    if candidates is None:
+        candidates = CandidateIndex.build(extended.item_factors)
+    return replace(extended, candidates=candidates)
+
+
+def with_candidate_index(
+    model: FactorModel, min_items: int, previous: FactorModel | None = None
+) -> FactorModel:
+    """The model with a candidate index when it has at least ``min_items`` items.
+
+    Slow for a large catalogue (seconds at 100k items): call it off the event loop. When the
+    model only appends items to ``previous`` (same leading ids and factors, as a model from
+    :func:`with_items` appending on the publishing side), ``previous``'s index is extended.
+    """
+    if len(model.item_ids) < min_items or model.candidates is not None:
+        return model
+    candidates = None if previous is None else _extended_index(model, previous)
+    if candidates is None:
+        candidates = CandidateIndex.build(model.item_factors)
+    return replace(model, candidates=candidates)
+
+
+def _extended_index(model: FactorModel, previous: FactorModel) -> CandidateIndex | None:
+    """``previous``'s index with ``model``'s further items appended, if ``model`` extends it."""
+    known = len(previous.item_ids)
+    if (
+        previous.candidates is None
+        or len(previous.candidates) != known
+        or model.item_ids[:known] != previous.item_ids
+        or not np.array_equal(model.item_factors[:known], previous.item_factors)
+    ):
+        return None
+    previous.candidates.add(model.item_factors[known:], known)
+    return previous.candidates
 
 
 def similar_items(model: FactorModel, item_id: str, n: int) -> Scored:

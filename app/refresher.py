@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
@@ -31,7 +32,7 @@ from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
 from app.settings import Settings
 from app.stores import Stores
 from app.stores.lists import encode_list
-from app.stores.model import decode_model
+from app.stores.model import Published
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class ListRefresher:
         self.stores = stores
         self.states = states
         self.model: ranker.FactorModel | None = None
+        self.published: Published | None = None
         self.catalogue = CatalogueSnapshot()
         self.live = metrics.LiveHitRate()
         self._touched: dict[str, UserState] = {}
@@ -148,22 +150,39 @@ class ListRefresher:
             metrics.freshness_seconds.observe(max(0.0, written - received_at))
 
     async def sync_model(self) -> bool:
-        """Switch to the published current model if it changed; returns whether it did."""
-        models = self.stores.models
-        version = await models.current_version()
-        if version is None or version == self.model_version:
-            return False
-        blob = await models.load(version)
-        if blob is None:
-            return False
+        """Switch to the published current model if it changed; returns whether it did.
+
+        On the same snapshot only the new deltas are read and applied (a delta's items join the
+        candidate index); a large new snapshot gets its index built. Decoding and indexing run
+        on the solver thread."""
         loop = asyncio.get_running_loop()
-        model, meta = await loop.run_in_executor(self._solver, decode_model, blob)
-        self.model = model
-        metrics.model.info({"version": version})
+
+        def offload(function: Callable[..., Published], *args: object) -> Awaitable[Published]:
+            return loop.run_in_executor(self._solver, function, *args)
+
+        published = await self.stores.models.sync(self.published, offload)
+        if published is None:
+            return False
+        indexed = await loop.run_in_executor(self._solver, self.indexed, published.model)
+        published = dataclasses.replace(published, model=indexed)
+        self.published, self.model = published, published.model
+        meta = published.meta
+        metrics.model.info(
+            {
+                "version": published.version,
+                "snapshot": published.snapshot,
+                "deltas": str(published.deltas),
+            }
+        )
         if "fit_seconds" in meta["metrics"]:
             metrics.retrain_seconds.set(meta["metrics"]["fit_seconds"])
-        log.info("serving model %s: %s", version, meta["metrics"])
+        log.info("serving model %s: %s", published.version, meta["metrics"])
         return True
+
+    def indexed(self, model: ranker.FactorModel) -> ranker.FactorModel:
+        """The model with its candidate index when it is large enough, extending the served
+        model's index when the new one only appends items (slow: the solver thread's work)."""
+        return ranker.with_candidate_index(model, self.settings.ann_min_items, self.model)
 
     async def sync_catalogue(self) -> bool:
         """Rebuild the catalogue snapshot when the catalogue changed; returns whether it did."""

@@ -82,8 +82,9 @@ class Settings:
     batch_events: int = 1000
     """Most ``user-actions`` messages the agent applies in one batch (one state write per
     user per batch)."""
-    batch_wait: float = 0.01
-    """Seconds the agent waits to fill a batch before applying what it has."""
+    batch_wait: float = 0.05
+    """Seconds the agent waits to fill a batch before applying what it has: longer batches
+    cost fewer writes and changelog records per event, and add up to this much latency."""
     fold_in_interval: float = 0.2
     """A touched user's list is refreshed at once; this is the wait between ticks when nobody
     was touched (for lists served from an older model) and before a retry when Redis failed."""
@@ -106,6 +107,9 @@ class Settings:
     als_iterations: int = 15
     als_threads: int = 1
     """Threads of a full fit in the trainer (0: all cores)."""
+    ann_min_items: int = 200_000
+    """Catalogue size from which ranking searches an HNSW index instead of every item
+    (docs/CANDIDATE_SEARCH.md); below it, ranking is exact."""
     cache_size: int = 100
     """Length of each cached list, and the largest ``n`` a read may ask for."""
     cache_ttl: int = 7 * 24 * 3600
@@ -219,6 +223,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "als_alpha": 0,
         "als_iterations": 1,
         "als_threads": 0,
+        "ann_min_items": 1,
         "cache_size": 1,
         "cache_ttl": 1,
         "popularity_half_life": 1,

@@ -9,7 +9,7 @@ on request, every ``RECSYS_RETRAIN_INTERVAL`` seconds and when the data grew by
 published model every ``RECSYS_NEW_ITEM_INTERVAL`` seconds. A trainer that starts with a model
 already published continues from it instead of refitting.
 
-Rows live in numpy buffers (:class:`app.interactions.Interactions`: 8 to 12 bytes per pair,
+Rows live in numpy buffers (:class:`app.interactions.Interactions`: 8 to 9 bytes per pair,
 plus an index entry per user and per item), not in per-pair Python objects. A full fit runs as
 a background task: the CSR is built from a snapshot and ALS solved in threads while the
 changelog tail keeps applying records (and renewing the lease); what arrives meanwhile counts
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import operator
 import os
@@ -42,7 +43,7 @@ from app.models import WEIGHT
 from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
 from app.stores import Stores
-from app.stores.model import ModelStore, decode_model, encode_model
+from app.stores.model import ModelStore, encode_delta, encode_model
 from app.tables import changelog_topic
 
 log = logging.getLogger("app.trainer")
@@ -62,6 +63,8 @@ class Trainer:
         self.owner = owner
         self.interactions = Interactions()
         self.model: ranker.FactorModel | None = None
+        self.snapshot: str | None = None  # the published snapshot self.model extends
+        self.deltas = 0  # how many deltas on it self.model includes
         self._known = np.zeros(0, dtype=bool)  # item position -> known to self.model
         self.new_item_users: defaultdict[str, set[str]] = defaultdict(set)
         self.events_at_fit = 0
@@ -178,33 +181,59 @@ class Trainer:
         items = list(self.new_item_users)
         self.new_item_users.clear()
         rows = [self.interactions.row(u) for u in users if u in self.interactions]
-        version = await self.models.next_version()
-        model = await asyncio.to_thread(
-            ranker.fold_in_new_items, self.model, rows, version, time.time()
-        )
-        if model is not self.model:
+        item_ids, factors = await asyncio.to_thread(ranker.solve_new_items, self.model, rows)
+        if item_ids:
             # "events" stays the fit's, so a trainer resuming this model counts growth from it.
-            new_items = len(model.item_ids) - len(self.model.item_ids)
-            await self._publish(model, {"new_items": new_items, "events": self.events_at_fit})
+            metrics = {"new_items": len(item_ids), "events": self.events_at_fit}
+            await self._publish_delta(item_ids, factors, metrics)
             log.info("folded in %d new items: %s", len(items), ", ".join(items[:5]))
 
     async def _publish(self, model: ranker.FactorModel, metrics: dict[str, Any]) -> None:
+        """Publish a fitted model as the new snapshot."""
         blob = await asyncio.to_thread(encode_model, model, metrics)
         if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
             raise LeaseLost(f"lease lost before publishing {model.version}")
         await self.models.publish(model.version, blob)
         self._set_model(model)
+        self.snapshot, self.deltas = model.version, 0
         log.info("published model %s: %s", model.version, metrics)
 
+    async def _publish_delta(
+        self, item_ids: tuple[str, ...], factors: np.ndarray, metrics: dict[str, Any]
+    ) -> None:
+        """Publish these items as the next delta on the snapshot and serve the model plus them
+        (the same :func:`ranker.with_items` every worker applies)."""
+        assert self.model is not None and self.snapshot is not None
+        delta = self.deltas + 1
+        version = await self.models.next_delta_version(self.snapshot, delta)
+        trained_at = time.time()
+        blob = await asyncio.to_thread(
+            encode_delta, version, trained_at, item_ids, factors, metrics
+        )
+        model = await asyncio.to_thread(
+            ranker.with_items, self.model, item_ids, factors, version, trained_at
+        )
+        if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
+            raise LeaseLost(f"lease lost before publishing {version}")
+        if not await self.models.publish_delta(self.snapshot, delta, version, blob):
+            # The snapshot is gone (a replay deleted the models): publish this one whole.
+            log.warning("%s is no longer the snapshot; publishing a new one", self.snapshot)
+            snapshot = dataclasses.replace(model, version=await self.models.next_version())
+            await self._publish(snapshot, metrics)
+            return
+        self._set_model(model)
+        self.deltas = delta
+        log.info("published model %s: %s", version, metrics)
+
     async def resume_published(self) -> None:
-        """Continue from the current published model, so a restart does not refit."""
-        version = await self.models.current_version()
-        blob = None if version is None else await self.models.load(version)
-        if blob is not None:
-            model, meta = await asyncio.to_thread(decode_model, blob)
-            self._set_model(model)
-            self.events_at_fit = meta["metrics"].get("events", 0)
-            log.info("continuing from published model %s", version)
+        """Continue from the current published model (snapshot and deltas), so a restart does
+        not refit."""
+        published = await self.models.sync(None, asyncio.to_thread)
+        if published is not None:
+            self._set_model(published.model)
+            self.snapshot, self.deltas = published.snapshot, published.deltas
+            self.events_at_fit = published.meta["metrics"].get("events", 0)
+            log.info("continuing from published model %s", published.version)
 
     async def step(self) -> None:
         """Start a fit or fold in new items when due; called every tick once caught up.

@@ -29,22 +29,37 @@ RESULTS = ROOT / "bench" / "results"
 
 
 @contextmanager
-def own_worker(name: str, **overrides: str) -> Iterator[WorkerProcess]:
-    """``with own_worker(name, RECSYS_X=...) as worker:`` a ready worker, stopped afterwards,
-    and its Redis keys deleted even if it never became ready."""
+def own_settings(name: str, **overrides: str) -> Iterator[tuple[dict[str, str], Path]]:
+    """``with own_settings(name, RECSYS_X=...) as (env, folder):`` a worker environment no
+    other run shares and a folder for its files; its Redis keys are deleted afterwards."""
     run_id = f"b{uuid.uuid4().hex[:8]}"
     folder = RESULTS / "workers" / f"{name}-{run_id}"
     folder.mkdir(parents=True, exist_ok=True)
     env = isolated_env(folder, run_id, "bench", **overrides)
     try:
-        with running_worker(env, RESULTS / "logs" / f"{name}-{run_id}.log") as worker:
-            yield worker
+        yield env, folder
     finally:
         settings = Settings.from_env(env)
         redis = Redis.from_url(settings.redis_url)
         for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
             redis.delete(key)
         redis.close()
+
+
+def log_path(name: str, env: dict[str, str]) -> Path:
+    """Where a benchmark worker of this environment logs."""
+    return RESULTS / "logs" / f"{name}-{env['RECSYS_APP_ID']}.log"
+
+
+@contextmanager
+def own_worker(name: str, **overrides: str) -> Iterator[WorkerProcess]:
+    """``with own_worker(name, RECSYS_X=...) as worker:`` a ready worker, stopped afterwards,
+    and its Redis keys deleted even if it never became ready."""
+    with (
+        own_settings(name, **overrides) as (env, _),
+        running_worker(env, log_path(name, env)) as worker,
+    ):
+        yield worker
 
 
 def rss_bytes(pid: int) -> int:

@@ -11,7 +11,8 @@ resident-memory growth is its own; a second child per representation measures th
 under ``tracemalloc`` (slower, so not timed). Printed: bytes per live pair (buffers only, and
 everything the store holds), the apply rate, the CSR build, an ALS fit (64 factors), and a
 background fit of the real ``Trainer`` while records keep being applied (loop lag, records
-applied during the fit). Nothing is written to disk.
+applied during the fit), and the store's ``put`` alone on decoded records against filling the
+old dicts (best of three each). Nothing is written to disk.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/trainer_memory.py
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/trainer_memory.py --users 20000 --items 5000 \\
@@ -40,6 +41,7 @@ import numpy as np
 import orjson
 
 from app import ranker
+from app.interactions import GROWTH, Interactions
 from app.models import WEIGHT
 from app.settings import Settings
 from app.trainer import Trainer
@@ -146,6 +148,45 @@ def old_store(records: Records) -> OldRows:
     for key, value in records:
         old.apply(key, value)
     return old
+
+
+def decoded(records: Records) -> list[tuple[str, list[str], list[float], int]]:
+    """The records as the trainer hands them to the store: user id, items, weights, count."""
+    rows = []
+    for key, value in records:
+        state = orjson.loads(value)
+        entries = state["items"]
+        weights = [entry[WEIGHT] for entry in entries.values()]
+        rows.append((key.decode(), list(entries), weights, state.get("event_count", 0)))
+    return rows
+
+
+def put_seconds(records: Records) -> dict[str, float]:
+    """Seconds to put every decoded record into a new store and into the old dicts (the JSON
+    decode left out: what the store itself costs on the changelog tail), best of three each."""
+    rows = decoded(records)
+
+    def new_puts() -> None:
+        store = Interactions()
+        for user_id, items, weights, event_count in rows:
+            store.put(user_id, items, weights, event_count)
+
+    def old_puts() -> None:
+        old, counts = {}, {}
+        for user_id, items, weights, event_count in rows:
+            old[user_id] = dict(zip(items, weights, strict=True))
+            counts[user_id] = event_count
+
+    result = {}
+    for name, puts in (("new", new_puts), ("old", old_puts)):
+        times = []
+        for _ in range(3):
+            started = time.perf_counter()
+            puts()
+            times.append(time.perf_counter() - started)
+            gc.collect()
+        result[name] = min(times)
+    return result
 
 
 def traced(build: Callable[[Records], object], records: Records) -> dict[str, Any]:
@@ -327,10 +368,12 @@ def main() -> None:
         old |= in_child(lambda: traced(old_store, records))
         print("tracemalloc runs done", flush=True)
     background = in_child(lambda: measure_background(records, args.background_iterations))
+    puts = in_child(lambda: put_seconds(records))
 
     pairs = new["pairs"]
     assert new["nnz"] == old["nnz"], (new["nnz"], old["nnz"])
-    held = new["pair_buffers"] + new["user_arrays"] + new["indices"]
+    held = new["pair_buffers"] + new["user_arrays"] + new["user_index"] + new["item_index"]
+    new["put_per_s"], old["put_per_s"] = (len(records) / puts[name] for name in ("new", "old"))
     mib = 1 << 20
     print()
     print(f"live: {new['users']} users, {new['items']} items, {pairs} pairs, {new['nnz']} nonzero")
@@ -343,20 +386,33 @@ def main() -> None:
     line("RSS growth, MiB", "rss", 1 / mib, ".0f")
     line("RSS growth, bytes/live pair", "rss", 1 / pairs)
     if "traced" in new:
-        line("tracemalloc kept, bytes/live pair", "traced", 1 / pairs)
-        line("tracemalloc peak, bytes/live pair", "traced_peak", 1 / pairs)
+        print("tracemalloc (new: without its arrays, which are mmap'ed and not traced):")
+        line("  kept, bytes/live pair", "traced", 1 / pairs)
+        line("  peak, bytes/live pair", "traced_peak", 1 / pairs)
     for result in (new, old):
         result["records_per_s"] = len(records) / result["apply_seconds"]
         result["pairs_per_s"] = record_pairs / result["apply_seconds"]
     line("apply, records/s", "records_per_s", form=".0f")
     line("apply, record pairs/s", "pairs_per_s", form=".0f")
+    line("put alone (decoded), records/s", "put_per_s", form=".0f")
     line("CSR build, s", "csr_seconds", form=".2f")
     print()
+    per_user = (new["user_arrays"] + new["user_index"]) / new["users"]
+    per_item = new["item_index"] / new["items"]
+    pair_bytes = new["pair_buffers"] / pairs
     print(
-        f"new store: pair buffers {new['pair_buffers'] / pairs:.2f} B/pair (8 B per pair, plus "
-        f"spare capacity and garbage), per-user arrays {new['user_arrays'] / mib:.1f} MiB, id "
-        f"indices ~{new['indices'] / mib:.1f} MiB: {held / pairs:.2f} B/pair in all; "
-        f"{new['compactions']} compactions, longest {1000 * new['longest_compaction']:.0f} ms"
+        f"new store (nbytes): pair buffers {pair_bytes:.2f} B/pair (8 B per pair, plus spare "
+        f"capacity and garbage), per-user arrays {new['user_arrays'] / mib:.1f} MiB, user index "
+        f"~{new['user_index'] / mib:.1f} MiB, item index ~{new['item_index'] / mib:.1f} MiB: "
+        f"{held / pairs:.2f} B/pair in all; {new['compactions']} compactions, longest "
+        f"{1000 * new['longest_compaction']:.0f} ms"
+    )
+    ceiling = 8 * GROWTH
+    print(
+        f"fixed costs: {per_user:.0f} B per user (id string, dict entry, list slot, per-user "
+        f"arrays with their spare room), {per_item:.0f} B per item; with pair buffers at their "
+        f"{ceiling:.0f} B/pair ceiling, 16 B/pair in all holds from "
+        f"{per_user / (16 - ceiling):.0f} pairs per user (here: {pairs / new['users']:.1f})"
     )
     print(
         f"fit ({args.factors} factors, {args.iterations} iterations, threads={args.threads}): "

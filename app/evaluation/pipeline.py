@@ -84,12 +84,12 @@ async def fit_on_what_was_fed(
     ``events`` events, then wait until the worker at ``url`` serves it or a later one; the
     version served."""
     deadline = time.monotonic() + 10 * WAIT_LIMIT
-    seen = await models.current_version()
+    seen = await models.snapshot_version()
     while True:
         async with http.post(f"{url}/admin/retrain") as response:
             if response.status != 202:
                 raise RuntimeError(f"POST /admin/retrain: {response.status}")
-        while (version := await models.current_version()) == seen:
+        while (version := await models.snapshot_version()) == seen:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no model fitted on {events} events at {url}")
             await asyncio.sleep(0.2)

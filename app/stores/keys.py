@@ -5,9 +5,10 @@ Keys are built only from validated ids. The layout:
 =============================  ============================================================
 ``{p}:rec:{user_id}``          a user's cached list (JSON, ``app.stores.lists``)
 ``{p}:popular:{half_life}``    sorted set of items' log2 decayed weight for one half-life
-``{p}:model:{version}``        a published model blob (``app.stores.model``)
-``{p}:model:{name}``           the model pointers: current, versions, sequence, fitting,
-                               retrain-requested, trainer-lease
+``{p}:model:{version}``        a published snapshot blob (``app.stores.model``)
+``{p}:model:{version}:deltas`` list of the delta blobs published on that snapshot, in order
+``{p}:model:{name}``           the model pointers: current, snapshot, versions, sequence,
+                               fitting, retrain-requested, trainer-lease
 ``{p}:items``                  hash of item id -> catalogue record (``app.stores.catalogue``)
 ``{p}:items:unavailable``      set of ids that must not be recommended
 ``{p}:items:version``          counter bumped by every catalogue write
@@ -42,6 +43,10 @@ class RedisKeys:
     def model(self, name: str) -> str:
         """A published version's blob, or one of the model pointers named in the module docs."""
         return f"{self.prefix}:model:{name}"
+
+    def model_deltas(self, snapshot: str) -> str:
+        """The deltas published on snapshot version ``snapshot``, oldest first."""
+        return f"{self.prefix}:model:{snapshot}:deltas"
 
     @property
     def items(self) -> str:

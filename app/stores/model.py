@@ -1,18 +1,26 @@
-"""Published models in Redis: one current version that every worker loads and switches to.
+"""Published models in Redis: full snapshots after fits, small deltas between them.
 
-A model is one blob (numpy ``.npz``: item factors, user Gram matrix, item ids, metadata) under
-``{prefix}:model:{version}``; ``{prefix}:model:current`` names the version to serve (all keys in
-``app.stores.keys``). Publishing
-writes the blob and moves the pointer in one transaction, and keeps the last few versions so a
-worker that is loading one never finds it gone. The trainer's lease, the retrain request and
-the progress of the current full fit live here too.
+A snapshot is one blob (numpy ``.npz``: item factors, user Gram matrix, item ids, metadata)
+under ``{prefix}:model:{version}``, published after a full fit. Between fits the trainer
+publishes each new-item fold as a delta (the folded items' ids and factors) appended to the
+list ``{prefix}:model:{version}:deltas`` of the snapshot it extends; delta ``n`` (1-based) is
+served as version ``{sequence}-{time}+{snapshot sequence}.{n}``, so every name says which
+snapshot and delta it is and ``version_sequence`` keeps counting up. ``{prefix}:model:snapshot``
+names the snapshot, ``{prefix}:model:current`` the version to serve (all keys in
+``app.stores.keys``). Each publication writes its data and moves the pointers in one
+transaction (a delta only onto the current snapshot, as its next one); the last few snapshots
+are kept, with their deltas, so a worker that is loading one never finds it gone. A worker
+holding snapshot S with n deltas reads only the deltas after n; one on another snapshot reads
+the current snapshot and all of its deltas (:meth:`ModelStore.sync`). The trainer's lease, the
+retrain request and the progress of the current full fit live here too.
 """
 
 from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +32,20 @@ from app.stores.keys import RedisKeys
 
 KEPT_VERSIONS = 3
 FIT_PROGRESS_TTL = 3600
+
+# Appends delta ARGV[2] (1-based) onto snapshot ARGV[1] and makes its version ARGV[3] current,
+# only while ARGV[1] is the current snapshot and the delta is its next one.
+_DELTA_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+if redis.call('LLEN', KEYS[2]) ~= tonumber(ARGV[2]) - 1 then
+  return 0
+end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[3])
+return 1
+"""
 
 # Extends (ARGV[2] > 0) or drops the lease, only while this owner holds it.
 _LEASE_SCRIPT = """
@@ -40,6 +62,12 @@ return redis.call('DEL', KEYS[1])
 def version_sequence(version: str) -> int:
     """The deployment-wide sequence number that starts a version name: later is larger."""
     return int(version.partition("-")[0])
+
+
+def delta_version(sequence: int, snapshot: str, delta: int) -> str:
+    """The served name of delta ``delta`` (1-based) on ``snapshot``, given a new sequence."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{sequence}-{stamp}+{version_sequence(snapshot)}.{delta}"
 
 
 def encode_model(model: ranker.FactorModel, metrics: dict[str, Any]) -> bytes:
@@ -76,29 +104,149 @@ def decode_model(blob: bytes) -> tuple[ranker.FactorModel, dict[str, Any]]:
     return model, meta
 
 
+def encode_delta(
+    version: str,
+    trained_at: float,
+    item_ids: Sequence[str],
+    item_factors: np.ndarray,
+    metrics: dict[str, Any],
+) -> bytes:
+    """The published form of a delta: these items' ids and factors, and the resulting version."""
+    meta = {
+        "version": version,
+        "trained_at": trained_at,
+        "metrics": metrics,
+        "item_ids": list(item_ids),
+    }
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        item_factors=np.asarray(item_factors, dtype=np.float32),
+        meta=np.frombuffer(orjson.dumps(meta), dtype=np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def apply_delta(
+    model: ranker.FactorModel, blob: bytes
+) -> tuple[ranker.FactorModel, dict[str, Any]]:
+    """The model plus :func:`encode_delta`'s items (:func:`app.ranker.with_items`)."""
+    with np.load(io.BytesIO(blob)) as arrays:
+        meta = orjson.loads(arrays["meta"].tobytes())
+        factors = arrays["item_factors"]
+    model = ranker.with_items(model, meta["item_ids"], factors, meta["version"], meta["trained_at"])
+    return model, meta
+
+
+@dataclass(frozen=True)
+class Published:
+    """A model as published: its snapshot version, how many of its deltas are applied, and the
+    metadata of the last publication applied (the snapshot's, or the last delta's)."""
+
+    model: ranker.FactorModel
+    snapshot: str
+    deltas: int
+    meta: dict[str, Any]
+
+    @property
+    def version(self) -> str:
+        return self.model.version
+
+
+def published_model(
+    held: Published | None, snapshot: str, blob: bytes | None, deltas: Sequence[bytes]
+) -> Published:
+    """``held`` (or the snapshot ``blob``, when given) with ``deltas`` applied in order
+    (CPU-bound: run it off the event loop)."""
+    if blob is not None:
+        model, meta = decode_model(blob)
+        held = Published(model, snapshot, 0, meta)
+    assert held is not None
+    model, meta, count = held.model, held.meta, held.deltas
+    for delta in deltas:
+        model, meta = apply_delta(model, delta)
+        count += 1
+    return Published(model, snapshot, count, meta)
+
+
+Offload = Callable[..., Awaitable[Published]]
+"""Runs ``published_model(*args)`` off the event loop: ``offload(published_model, *args)``."""
+
+
 class ModelStore:
     def __init__(self, redis: Redis, keys: RedisKeys) -> None:
         self.redis = redis
         self.keys = keys
         self._key = keys.model
         self._lease = redis.register_script(_LEASE_SCRIPT)
+        self._delta = redis.register_script(_DELTA_SCRIPT)
 
     async def next_version(self) -> str:
         """A new version name: a deployment-wide sequence number and the time."""
         sequence = await self.redis.incr(self._key("sequence"))
         return f"{sequence}-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
+    async def next_delta_version(self, snapshot: str, delta: int) -> str:
+        """A new version name for delta ``delta`` (1-based) on ``snapshot``."""
+        return delta_version(await self.redis.incr(self._key("sequence")), snapshot, delta)
+
     async def publish(self, version: str, blob: bytes) -> None:
-        """Store a model and make it current; drop versions older than the last few."""
+        """Store a snapshot and make it current (superseding the last one's deltas); drop
+        snapshots, and their deltas, older than the last few."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key(version), blob)
             pipe.set(self._key("current"), version)
+            pipe.set(self._key("snapshot"), version)
             pipe.lpush(self._key("versions"), version)
             pipe.lrange(self._key("versions"), KEPT_VERSIONS, -1)
             pipe.ltrim(self._key("versions"), 0, KEPT_VERSIONS - 1)
             *_, expired, _ = await pipe.execute()
         if expired:
-            await self.redis.delete(*(self._key(old.decode()) for old in expired))
+            old = [old.decode() for old in expired]
+            await self.redis.delete(
+                *(self._key(v) for v in old), *(self.keys.model_deltas(v) for v in old)
+            )
+
+    async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
+        """Append delta ``delta`` (1-based) to ``snapshot`` and make ``version`` current, in one
+        step; False (nothing written) unless ``snapshot`` is current and has ``delta - 1``."""
+        keys = [self._key("snapshot"), self.keys.model_deltas(snapshot), self._key("current")]
+        return bool(await self._delta(keys=keys, args=[snapshot, delta, version, blob]))
+
+    async def snapshot_version(self) -> str | None:
+        """The current snapshot's version (the last full fit's)."""
+        version = await self.redis.get(self._key("snapshot"))
+        return None if version is None else version.decode()
+
+    async def sync(self, held: Published | None, offload: Offload) -> Published | None:
+        """The current model if it is not ``held``'s, else None.
+
+        On ``held``'s snapshot only the deltas it lacks are read and applied; otherwise the
+        current snapshot and all its deltas (both read in one transaction). Decoding runs in
+        ``offload``. None too when the snapshot went while being read (the next call retries).
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._key("snapshot"))
+            pipe.get(self._key("current"))
+            snapshot, current = await pipe.execute()
+        if current is None:
+            return None
+        # A model published before deltas existed has no snapshot pointer: it is one.
+        snapshot = (snapshot or current).decode()
+        if held is not None and held.snapshot == snapshot:
+            if held.version == current.decode():
+                return None
+            deltas = await self.redis.lrange(self.keys.model_deltas(snapshot), held.deltas, -1)
+            if not deltas:
+                return None
+            return await offload(published_model, held, snapshot, None, deltas)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(self._key(snapshot))
+            pipe.lrange(self.keys.model_deltas(snapshot), 0, -1)
+            blob, deltas = await pipe.execute()
+        if blob is None:
+            return None
+        return await offload(published_model, None, snapshot, blob, deltas)
 
     async def last_sequence(self) -> int:
         """The sequence number of the last version handed out, 0 before the first."""

@@ -51,7 +51,7 @@ def expected_popularity(events: list[dict[str, Any]], settings: Settings, now: f
 async def model_events(redis: Redis, prefix: str) -> int | None:
     """How many events the published model was fitted on (None before a full fit)."""
     models = ModelStore(redis, RedisKeys(prefix))
-    version = await models.current_version()
+    version = await models.snapshot_version()
     blob = None if version is None else await models.load(version)
     if blob is None:
         return None

@@ -153,7 +153,41 @@ def test_bytes_per_live_pair_stay_under_16_after_heavy_rewriting():
     assert per_pair < 16, memory
     assert store.compactions > 0
     # Per-user and per-item overhead is separate and bounded per user, not per pair.
-    assert memory["user_arrays"] <= 2 * 21 * 20_000
+    assert memory["user_arrays"] <= interactions_module.USER_GROWTH * 20 * 20_000
+
+
+def test_while_rows_only_grow_the_buffers_hold_at_most_growth_times_the_live_pairs():
+    store = Interactions(min_capacity=64)
+    rng = np.random.default_rng(8)
+    sizes = rng.integers(1, 40, size=2_000)
+    for rewrite in range(1, 5):
+        for user, size in enumerate(sizes.tolist()):
+            length = max(1, size * rewrite // 4)
+            store.put(f"u{user}", [f"i{j}" for j in range(length)], [1.0] * length, 1)
+            if user % 100 == 0:
+                capacity = store.nbytes()["pair_buffers"] / 8
+                assert capacity <= max(64, interactions_module.GROWTH * store.pairs)
+    assert store.compactions > 10
+
+
+def test_a_put_that_shrinks_the_buffers_returns_the_positions_of_its_own_row():
+    store = Interactions(min_capacity=4)
+    store.put("big", [f"i{j}" for j in range(100)], [1.0] * 100, 1)
+    store.put("other", ["i5", "i7"], [1.0, 2.0], 1)
+    compactions = store.compactions
+    positions = store.put("big", ["i3"], [1.0], 1)  # 3 live pairs in ~100: shrinks
+    assert store.compactions > compactions
+    assert [store.item_id(p) for p in positions.tolist()] == ["i3"]
+    assert store.row("big") == {"i3": 1.0} and store.row("other") == {"i5": 1.0, "i7": 2.0}
+
+
+def test_event_counts_and_rows_read_back_as_python_values():
+    store = Interactions()
+    store.put("u", ["a"], [1.5], 2**40)  # counts are 64-bit
+    assert store.event_count("u") == 2**40 and type(store.event_count("u")) is int
+    assert store.events == 2**40 and type(store.events) is int
+    store.remove("u")
+    assert store.event_count("u") == 0 and store.events == 0 and "u" not in store
 
 
 def table_value(state: UserState) -> bytes:
@@ -197,9 +231,10 @@ def test_the_trainer_applying_changelog_records_holds_what_a_dict_reference_hold
 class FakeModels:
     """The part of ModelStore the trainer uses, in memory."""
 
-    def __init__(self) -> None:
+    def __init__(self, deltas_accepted: bool = True) -> None:
         self.published: list[str] = []
         self.sequence = 0
+        self.deltas_accepted = deltas_accepted
 
     async def next_version(self) -> str:
         self.sequence += 1
@@ -211,8 +246,17 @@ class FakeModels:
     async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
         return True
 
+    async def next_delta_version(self, snapshot: str, delta: int) -> str:
+        self.sequence += 1
+        return f"{self.sequence}-test+{snapshot}.{delta}"
+
     async def publish(self, version: str, blob: bytes) -> None:
         self.published.append(version)
+
+    async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
+        if self.deltas_accepted:
+            self.published.append(version)
+        return self.deltas_accepted
 
     async def take_retrain_request(self) -> bool:
         return False
@@ -252,6 +296,19 @@ async def test_a_fit_runs_in_the_background_while_records_keep_being_applied():
     assert trainer.new_item_users["new1"] == {"late1"}
     await trainer.fold_new_items()
     assert "new1" in trainer.model.item_positions and not trainer.new_item_users
+    assert trainer.models.published[-1] == trainer.model.version and trainer.deltas == 1
+
+
+async def test_a_fold_whose_snapshot_is_gone_is_published_as_a_new_snapshot():
+    trainer = Trainer(Settings(als_factors=4), FakeModels(deltas_accepted=False), owner="test")  # type: ignore[arg-type]
+    for user in range(20):
+        trainer.apply(f"u{user}".encode(), row_value({"a": 1.0, f"i{user % 5}": 2.0}))
+    await trainer.fit_and_publish("test")
+    trainer.apply(b"late", row_value({"a": 1.0, "fresh": 2.0}))
+    await trainer.fold_new_items()
+    assert "fresh" in trainer.model.item_positions
+    assert trainer.models.published == ["1-test", "3-test"]
+    assert (trainer.snapshot, trainer.deltas) == ("3-test", 0)
 
 
 async def test_a_failed_background_fit_is_raised_by_the_next_step():

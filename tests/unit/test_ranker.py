@@ -163,3 +163,14 @@ def test_an_item_whose_weights_cancel_out_is_still_seen(model, rows):
     [scored] = ranker.recommend(model, [row], n=5)
     assert returned not in [item for item, _ in scored]
     assert len(scored) == 5
+
+
+def test_with_items_replaces_known_items_and_appends_unknown_ones_in_order(model):
+    known = model.item_ids[3]
+    factors = np.arange(3 * PARAMS.factors, dtype=np.float32).reshape(3, PARAMS.factors)
+    grown = ranker.with_items(model, ["zz", known, "aa"], factors, "v2", 1.0)
+    assert grown.item_ids == (*model.item_ids, "zz", "aa")
+    assert grown.item_positions["aa"] == len(model.item_ids) + 1
+    np.testing.assert_array_equal(grown.item_factors[grown.item_positions[known]], factors[1])
+    np.testing.assert_array_equal(grown.item_factors[-2:], factors[[0, 2]])
+    assert model.item_positions.get("zz") is None, "the base model is not changed"
