@@ -12,10 +12,13 @@ For each worker count (a fresh app id, topics and Redis prefix each run):
 3. **Ingest (backlog drain)**: ``recsys_events_processed_total`` summed over the workers' /metrics,
    polled every second; the sustained rate is the median of the 1-s window rates while events
    remain; the time to apply all is from the first produce to the last event counted.
-   **Probe users** get a click over POST /events every ``--probe-interval`` s during the ingest;
-   freshness = their cached list's ``updated_at`` in Redis minus the 202's time (as
-   bench/freshness.py). Under a backlog it includes the wait in Kafka's queue, so it says how
-   far behind the pipeline is, not how fresh it is when it keeps up.
+   **Probes** (``Probes``, the method of bench/freshness.py): ``--probe-users`` users, given a
+   list before the ingest, each click their current top item over POST /events; a probe ends
+   when that item has left the cached list, and freshness = the list's ``updated_at`` minus the
+   time the 202 came back. One probe every ``--probe-interval`` s, one in flight per user, at
+   most ``--probe-limit`` at once, late (infinite) after ``--probe-timeout`` s. Under a backlog
+   it includes the wait in Kafka's queue, so it says how far behind the pipeline is, not how
+   fresh it is when it keeps up.
 4. **Paced** phases at ``--rates`` events/s (Kafka, 10 sends a second) with the same probes:
    freshness when the pipeline keeps up.
 5. **Memory**: peak RSS of each worker and of its trainer child (sampled every second; the
@@ -25,16 +28,17 @@ For each worker count (a fresh app id, topics and Redis prefix each run):
 6. **Fit**: ``POST /admin/retrain``; ``fit_seconds`` as published with the model.
 7. **Top-10 latency**: ``GET /recommend/{user}`` for ``--calls`` warm users, median and p99.
 
-Small run (a few minutes on 2 cores); the full one is the defaults:
+Small run (about 10 minutes on 2 shared cores); the full one is the defaults:
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/scale.py --users 50000 --items 5000 \\
-        --events 200000 --workers 1,2 --rates 1000
+        --events 20000 --workers 1,2 --rates 100 --calls 200 --out scale-small.json
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 import statistics
@@ -49,16 +53,14 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as
 
 import aiohttp
 import numpy as np
-from _support import RESULTS, machine, rss_bytes, write_report
+from _support import log_path, machine, own_settings, rss_bytes, write_report
 from aiokafka import AIOKafkaProducer
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from app.settings import Settings
 from app.stores.keys import RedisKeys
 from app.stores.model import ModelStore, decode_model
 from harness.services import free_port
-from harness.worker import WorkerProcess, create_topics, isolated_env, require_services
+from harness.worker import WorkerProcess, create_topics, require_services
 
 ACTIONS = np.array(["view", "click", "purchase"])
 ACTION_SHARES = [0.80, 0.15, 0.05]
@@ -161,106 +163,137 @@ class PeakMemory:
         }
 
 
-async def probe_once(
-    http: aiohttp.ClientSession, redis: Redis, url: str, prefix: str, user: str, item: str
-) -> float:
-    """Seconds from a click's 202 to its new user's list written in Redis (inf after 120 s); a
-    list stamped after the request was sent counts (the stamp may precede the 202)."""
-    key = f"{prefix}:rec:{user}"
-    sent = time.time()
-    async with http.post(
-        f"{url}/events", json={"user_id": user, "item_id": item, "action": "click"}
-    ) as response:
-        assert response.status == 202, await response.text()
-    accepted = time.time()
-    while time.time() - accepted < 120:
-        entry = json.loads(await redis.get(key) or "null")
-        if entry and entry["updated_at"] >= sent:
-            return entry["updated_at"] - accepted
-        await asyncio.sleep(0.01)
-    return float("inf")
+class Probes:
+    """Freshness probes as bench/freshness.py measures them: a probe user's current top item is
+    clicked over POST /events and the probe ends when that item has left the user's cached list
+    (the click was applied and the list rewritten); freshness = the list's ``updated_at`` minus
+    the time the 202 came back. Each probe user has one probe in flight at most, at most
+    ``limit`` run at once, and one not done within ``timeout`` s counts as infinitely late."""
 
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        redis: Redis,
+        urls: list[str],
+        prefix: str,
+        users: int,
+        limit: int,
+        timeout: float,
+    ) -> None:
+        self.http, self.redis, self.urls, self.prefix = http, redis, urls, prefix
+        self.users = [f"probe-{uuid.uuid4().hex[:6]}-{n}" for n in range(users)]
+        self.free: asyncio.Queue[str] = asyncio.Queue()
+        self.limit, self.timeout = asyncio.Semaphore(limit), timeout
 
-async def probes(
-    http: aiohttp.ClientSession,
-    redis: Redis,
-    urls: list[str],
-    prefix: str,
-    interval: float,
-    stop: asyncio.Event,
-) -> list[float]:
-    """A probe click every ``interval`` s (each on a new probe user) until stopped."""
-    tasks, n = [], 0
-    while not stop.is_set():
-        user = f"probe-{uuid.uuid4().hex[:6]}-{n}"
-        tasks.append(
-            asyncio.create_task(probe_once(http, redis, urls[n % len(urls)], prefix, user, "i0"))
-        )
-        n += 1
-        await asyncio.sleep(interval)
-    return list(await asyncio.gather(*tasks))
+    async def cached(self, key: str) -> list[tuple[str, float]]:
+        entry = json.loads(await self.redis.get(key) or "null")
+        return [] if entry is None else entry["items"]
+
+    async def prepare(self, deadline: float = 120) -> None:
+        """Give every probe user a non-empty list: one view each of an item of its own, so
+        each user's popular list holds the others' items; more views while a list is empty."""
+        started, round_ = time.monotonic(), 0
+        waiting = list(self.users)
+        while waiting:
+            if time.monotonic() - started > deadline:
+                raise RuntimeError(f"{len(waiting)} probe users got no list in {deadline} s")
+            events = [
+                {"user_id": user, "item_id": f"i{(n + round_) % len(self.users)}", "action": "view"}
+                for n, user in enumerate(self.users)
+                if user in waiting
+            ]
+            async with self.http.post(f"{self.urls[0]}/events", json={"events": events}) as r:
+                assert r.status == 202, await r.text()
+            await asyncio.sleep(3)
+            waiting = [u for u in waiting if not await self.cached(f"{self.prefix}:rec:{u}")]
+            round_ += 1
+        for user in self.users:
+            self.free.put_nowait(user)
+
+    async def once(self, user: str, url: str) -> float | None:
+        """One probe's freshness in seconds (inf when late); None when the list was empty."""
+        key = f"{self.prefix}:rec:{user}"
+        items = [item for item, _ in await self.cached(key)]
+        if not items:
+            return None
+        top = items[0]
+        async with self.http.post(
+            f"{url}/events", json={"user_id": user, "item_id": top, "action": "click"}
+        ) as response:
+            assert response.status == 202, await response.text()
+        accepted = time.time()
+        while time.time() - accepted < self.timeout:
+            entry = json.loads(await self.redis.get(key) or "null")
+            if entry and top not in (item for item, _ in entry["items"]):
+                return entry["updated_at"] - accepted
+            await asyncio.sleep(0.05)
+        return float("inf")
+
+    async def guarded(self, user: str, url: str) -> float | None:
+        try:
+            return await self.once(user, url)
+        finally:
+            self.free.put_nowait(user)
+            self.limit.release()
+
+    async def run(self, interval: float, stop: asyncio.Event) -> list[float]:
+        """A probe every ``interval`` s (when a user and a slot are free) until stopped; the
+        freshness of each probe that had a list."""
+        tasks, n = [], 0
+        while not stop.is_set():
+            await self.limit.acquire()
+            user = await self.free.get()
+            tasks.append(asyncio.create_task(self.guarded(user, self.urls[n % len(self.urls)])))
+            n += 1
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+        return [r for r in await asyncio.gather(*tasks) if r is not None]
 
 
 def percentiles_ms(values: list[float]) -> dict[str, float | int]:
     if not values:
-        return {"probes": 0}
+        return {"count": 0}
     ordered = sorted(values)
     return {
-        "probes": len(values),
+        "count": len(values),
         "p50": round(statistics.median(ordered) * 1000, 1),
         "p99": round(ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000, 1),
-        "late_over_120_s": sum(v == float("inf") for v in values),
+        "late": sum(v == float("inf") for v in values),
     }
 
 
-def topic_bytes(kafka_data: Path, prefix: str) -> int:
-    return sum(
-        f.stat().st_size
-        for d in kafka_data.glob(f"{prefix}*")
-        if d.is_dir()
-        for f in d.iterdir()
-        if f.is_file()
-    )
+def topic_bytes(kafka_data: Path, topic: str) -> int:
+    """Bytes of the log segments of a topic's partitions (not their indexes, which Kafka
+    preallocates at 10 MiB each); ``topic`` may be a glob."""
+    return sum(f.stat().st_size for f in kafka_data.glob(f"{topic}-[0-9]*/*.log"))
 
 
 @contextmanager
 def deployment(count: int, overrides: dict[str, str]) -> Iterator[list[WorkerProcess]]:
     """``count`` workers of one deployment (one app id, topics and Redis prefix; a port and
     data folder each), ready; stopped and their Redis keys deleted afterwards."""
-    run_id = f"s{uuid.uuid4().hex[:8]}"
-    folder = RESULTS / "workers" / f"scale-{run_id}"
-    folder.mkdir(parents=True, exist_ok=True)
-    env = isolated_env(folder, run_id, "bench", **overrides)
-    require_services(env)
-    create_topics(env)
-    workers = []
-    with ExitStack() as stack:
-        try:
-            for n in range(count):
-                worker_env = {
-                    **env,
-                    "RECSYS_WEB_PORT": env["RECSYS_WEB_PORT"] if n == 0 else str(free_port()),
-                    "RECSYS_DATA_DIR": str(folder / f"data-{n}"),
-                }
-                worker = WorkerProcess(worker_env, RESULTS / "logs" / f"scale-{run_id}-{n}.log")
-                worker.start()
-                stack.callback(worker.stop)
-                workers.append(worker)
-            for worker in workers:
-                worker.wait_ready()
-            yield workers
-        finally:
-            stack.close()
-            settings = Settings.from_env(env)
-            redis = SyncRedis.from_url(settings.redis_url)
-            for key in redis.scan_iter(match=f"{settings.redis_prefix}:*", count=1000):
-                redis.delete(key)
-            redis.close()
+    with own_settings("scale", **overrides) as (env, folder), ExitStack() as stack:
+        require_services(env)
+        create_topics(env)
+        workers = []
+        for n in range(count):
+            worker_env = {
+                **env,
+                "RECSYS_WEB_PORT": env["RECSYS_WEB_PORT"] if n == 0 else str(free_port()),
+                "RECSYS_DATA_DIR": str(folder / f"data-{n}"),
+            }
+            worker = WorkerProcess(worker_env, log_path(f"scale-{n}", env))
+            worker.start()
+            stack.callback(worker.stop)
+            workers.append(worker)
+        for worker in workers:
+            worker.wait_ready()
+        yield workers
 
 
 async def paced(
     http: aiohttp.ClientSession,
-    redis: Redis,
+    probes: Probes,
     workers: list[WorkerProcess],
     rate: int,
     seconds: float,
@@ -273,9 +306,7 @@ async def paced(
     producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", linger_ms=5)
     await producer.start()
     stop = asyncio.Event()
-    probing = asyncio.create_task(
-        probes(http, redis, [w.url for w in workers], workers[0].redis_prefix, interval, stop)
-    )
+    probing = asyncio.create_task(probes.run(interval, stop))
     urls = [w.url for w in workers]
     first = await processed(http, urls)
     started = next_at = time.monotonic()
@@ -312,7 +343,7 @@ async def top10_latency(http: aiohttp.ClientSession, url: str, users: list[str])
             assert response.status == 200, await response.text()
             await response.read()
         times.append(time.perf_counter() - started)
-    return percentiles_ms(times) | {"calls": len(times)}
+    return percentiles_ms(times)
 
 
 async def fit(workers: list[WorkerProcess], http: aiohttp.ClientSession) -> dict[str, object]:
@@ -344,16 +375,27 @@ async def run(count: int, args: argparse.Namespace, keys: list, values: list) ->
         stop = asyncio.Event()
         sampler = asyncio.create_task(memory.run(stop))
         async with aiohttp.ClientSession() as http:
+            probes = Probes(
+                http,
+                redis,
+                urls,
+                workers[0].redis_prefix,
+                args.probe_users,
+                args.probe_limit,
+                args.probe_timeout,
+            )
+            await probes.prepare()
+            base = await processed(http, urls)  # the probe users' own events
             started = time.monotonic()
             producing = asyncio.create_task(produce(workers[0].topic, keys, values))
             probe_stop = asyncio.Event()
-            probing = asyncio.create_task(
-                probes(http, redis, urls, workers[0].redis_prefix, args.probe_interval, probe_stop)
-            )
+            probing = asyncio.create_task(probes.run(args.probe_interval, probe_stop))
             windows, last, last_at, done_at = [], 0.0, started, None
-            while True:
+            for polls in itertools.count(1):
                 await asyncio.sleep(1)
-                now, count_now = time.monotonic(), await processed(http, urls)
+                now, count_now = time.monotonic(), await processed(http, urls) - base
+                if polls % 30 == 0:
+                    print(f"  {count_now:.0f} of {len(keys)} applied after {now - started:.0f} s")
                 if count_now > last:
                     windows.append((count_now - last) / (now - last_at))
                 last, last_at = count_now, now
@@ -379,7 +421,7 @@ async def run(count: int, args: argparse.Namespace, keys: list, values: list) ->
             paced_runs = [
                 await paced(
                     http,
-                    redis,
+                    probes,
                     workers,
                     rate,
                     args.paced_seconds,
@@ -401,11 +443,8 @@ async def run(count: int, args: argparse.Namespace, keys: list, values: list) ->
         await sampler
         memory.sample()
         app_id = workers[0].env["RECSYS_APP_ID"]
-        events_bytes = topic_bytes(args.kafka_data, f"{workers[0].topic}-")
-        changelog_bytes = sum(
-            topic_bytes(args.kafka_data, d.name)
-            for d in args.kafka_data.glob(f"{app_id}-*changelog-*")
-        )
+        events_bytes = topic_bytes(args.kafka_data, workers[0].topic)
+        changelog_bytes = topic_bytes(args.kafka_data, f"{app_id}-*-changelog")
         total_events = len(keys) + sum(p["sent"] for p in paced_runs)
         return {
             "workers": count,
@@ -450,11 +489,13 @@ def print_summary(runs: list[dict]) -> None:
             fp = p["freshness_ms"]
             print(
                 f"        paced {p['rate']}/s: applied {p['applied_in_window_per_s']}/s, "
-                f"freshness p50 {fp.get('p50')} ms p99 {fp.get('p99')} ms ({fp['probes']} probes)"
+                f"freshness p50 {fp.get('p50')} ms p99 {fp.get('p99')} ms "
+                f"({fp['count']} probes, {fp.get('late', 0)} late)"
             )
 
 
 async def main(args: argparse.Namespace) -> None:
+    conditions = machine()
     started = time.monotonic()
     keys, values = generate(args)
     generated = time.monotonic() - started
@@ -464,7 +505,7 @@ async def main(args: argparse.Namespace) -> None:
         runs.append(await run(count, args, keys, values))
         print_summary(runs[-1:])
     report = {
-        "machine": machine(),
+        "machine": conditions,
         "args": {k: str(v) for k, v in vars(args).items()},
         "generate_seconds": round(generated, 1),
         "runs": runs,
@@ -487,6 +528,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--paced-seconds", type=float, default=30)
     parser.add_argument("--probe-interval", type=float, default=1.0)
+    parser.add_argument("--probe-users", type=int, default=40, help="one probe each at a time")
+    parser.add_argument("--probe-limit", type=int, default=20, help="probes in flight at most")
+    parser.add_argument("--probe-timeout", type=float, default=300, help="a probe is late after")
     parser.add_argument("--calls", type=int, default=300, help="top-10 calls to warm users")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="ingest timeout, s")
     parser.add_argument("--no-auto-retrain", action="store_true")
