@@ -22,6 +22,9 @@ Factors are synthetic but structured: items are drawn around a few hundred clust
 log-normal norms (popular items have long vectors, as in ALS), users around the same centres.
 Random isotropic Gaussians would make every ANN look worse than it does on a fitted model.
 
+The compared libraries other than hnswlib are not product dependencies: first
+``.venv/bin/pip install faiss-cpu usearch`` (measured with faiss-cpu 1.15.1, usearch 2.26.6).
+
     OPENBLAS_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/ann_search.py  # 100k, ~6 min
     ... bench/ann_search.py --items 20000 --users 300                         # ~20 s
     ... bench/ann_search.py --items 1000000 --libraries hnswlib-ip,faiss-ivf  # 1M, ~10 min
