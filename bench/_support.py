@@ -8,6 +8,7 @@ its Redis keys are deleted when it stops (Kafka topics are left, as the tests le
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,14 +16,16 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aiokafka import AIOKafkaProducer
 from redis import Redis
 
 from app.settings import Settings
 from harness import ROOT
+from harness.services import KAFKA_BOOTSTRAP
 from harness.worker import WorkerProcess, isolated_env, running_worker
 
 RESULTS = ROOT / "bench" / "results"
@@ -60,6 +63,35 @@ def own_worker(name: str, **overrides: str) -> Iterator[WorkerProcess]:
         running_worker(env, log_path(name, env)) as worker,
     ):
         yield worker
+
+
+async def produce_backlog(topic: str, messages: Iterable[tuple[bytes, bytes]]) -> float:
+    """Send every (key, value) (acks=all, murmur2 by key as the worker places users), many
+    sends in flight; the seconds until all were acknowledged."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=KAFKA_BOOTSTRAP, linger_ms=20, acks="all", max_batch_size=1 << 20
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for key, value in messages:
+            pending.append(await producer.send(topic, value, key=key))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a worker's trainer), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
 
 
 def rss_bytes(pid: int) -> int:

@@ -41,8 +41,18 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as
 import aiohttp
 import numpy as np
 import orjson
-from _support import RESULTS, log_path, machine, own_settings, rss_bytes, run_wrk, write_report
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from _support import (
+    RESULTS,
+    children,
+    log_path,
+    machine,
+    own_settings,
+    produce_backlog,
+    rss_bytes,
+    run_wrk,
+    write_report,
+)
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import DefaultPartitioner
 from redis.asyncio import Redis
 
@@ -139,26 +149,6 @@ def encoded(events: list) -> list[tuple[bytes, bytes]]:
         )
         for event in events
     ]
-
-
-async def produce_backlog(topic: str, messages: list[tuple[bytes, bytes]]) -> float:
-    """Send every message (acks=all, murmur2 by key as the worker places users); the rate."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers=KAFKA_BOOTSTRAP, linger_ms=20, acks="all", max_batch_size=1 << 20
-    )
-    await producer.start()
-    started = time.perf_counter()
-    try:
-        pending = []
-        for key, value in messages:
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return len(messages) / (time.perf_counter() - started)
 
 
 def bare_agent_rate(env: dict[str, str], folder: Path, events: int) -> dict[str, object]:
@@ -266,7 +256,7 @@ async def baseline_and_pipeline(
     """In one run: the backlog produced, drained by the bare agent, then by the worker."""
     messages = encoded(events)
     create_topics(env)
-    produced = await produce_backlog(env["RECSYS_EVENTS_TOPIC"], messages)
+    produced = len(messages) / await produce_backlog(env["RECSYS_EVENTS_TOPIC"], messages)
     bare = await asyncio.to_thread(bare_agent_rate, env, folder, len(messages))
     worker = WorkerProcess(env, log)
     pipeline = await pipeline_rate(worker, len(messages))
@@ -280,13 +270,6 @@ async def baseline_and_pipeline(
         "ratio": round(pipeline["per_s"] / bare["per_s"], 2),
         "changelog": changelog,
     }
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
 
 
 async def memory(worker: WorkerProcess, events: list) -> dict[str, object]:

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import re
 import statistics
 import sys
 import time
@@ -53,12 +52,21 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as
 
 import aiohttp
 import numpy as np
-from _support import log_path, machine, own_settings, rss_bytes, write_report
+from _support import (
+    children,
+    log_path,
+    machine,
+    own_settings,
+    produce_backlog,
+    rss_bytes,
+    write_report,
+)
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from app.stores.keys import RedisKeys
 from app.stores.model import ModelStore, decode_model
+from harness.http import get_metric
 from harness.services import free_port
 from harness.worker import WorkerProcess, create_topics, require_services
 
@@ -94,46 +102,10 @@ def generate(args: argparse.Namespace) -> tuple[list[bytes], list[bytes]]:
     return keys, values
 
 
-async def produce(topic: str, keys: list[bytes], values: list[bytes]) -> float:
-    """Send everything, many sends in flight; seconds it took until all were acknowledged."""
-    producer = AIOKafkaProducer(
-        bootstrap_servers="127.0.0.1:9092",
-        linger_ms=50,
-        max_batch_size=1 << 20,
-        compression_type=None,
-        acks=1,
-    )
-    await producer.start()
-    started = time.monotonic()
-    try:
-        pending = []
-        for key, value in zip(keys, values, strict=True):
-            pending.append(await producer.send(topic, value, key=key))
-            if len(pending) >= 50_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
-    return time.monotonic() - started
-
-
-METRIC = re.compile(r"^recsys_events_processed_total\{[^}]*\} ([0-9.e+]+)$", re.M)
-
-
 async def processed(http: aiohttp.ClientSession, urls: list[str]) -> float:
-    total = 0.0
-    for url in urls:
-        async with http.get(f"{url}/metrics") as response:
-            total += sum(float(v) for v in METRIC.findall(await response.text()))
-    return total
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
+    """Events applied so far, summed over the workers."""
+    counts = [await get_metric(http, url, "recsys_events_processed_total") for url in urls]
+    return sum(counts)
 
 
 class PeakMemory:
@@ -387,7 +359,9 @@ async def run(count: int, args: argparse.Namespace, keys: list, values: list) ->
             await probes.prepare()
             base = await processed(http, urls)  # the probe users' own events
             started = time.monotonic()
-            producing = asyncio.create_task(produce(workers[0].topic, keys, values))
+            producing = asyncio.create_task(
+                produce_backlog(workers[0].topic, zip(keys, values, strict=True))
+            )
             probe_stop = asyncio.Event()
             probing = asyncio.create_task(probes.run(args.probe_interval, probe_stop))
             windows, last, last_at, done_at = [], 0.0, started, None
