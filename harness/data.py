@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from harness import ROOT
 
 SAMPLE_EVENTS = ROOT / "data" / "sample-events.csv"
@@ -30,3 +32,16 @@ def seed_history() -> list[dict]:
                     }
                 )
     return events
+
+
+def random_rows(seed: int, items: int, per_user: int, users: int) -> list[dict[str, float]]:
+    """``users`` interaction rows of ``per_user`` distinct items among ``items``, weighted 0.5,
+    1 or 2 at random: something for a small ALS fit in a unit test."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            f"item{j}": float(rng.choice([0.5, 1.0, 2.0]))
+            for j in rng.choice(items, per_user, replace=False)
+        }
+        for _ in range(users)
+    ]

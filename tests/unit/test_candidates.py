@@ -13,6 +13,7 @@ from app.refresher import ListRefresher
 from app.settings import Settings
 from app.stores import Stores
 from app.stores.model import decode_model, encode_model
+from harness.data import random_rows
 
 PARAMS = ranker.AlsParams(factors=8, regularization=0.1, alpha=4.0, iterations=10, threads=1)
 
@@ -100,11 +101,7 @@ def test_items_append_only_at_the_end(catalogue):
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, float]]:
-    rng = np.random.default_rng(7)
-    return [
-        {f"item{j}": float(rng.choice([0.5, 1.0, 2.0])) for j in rng.choice(40, 6, replace=False)}
-        for _ in range(120)
-    ]
+    return random_rows(7, items=40, per_user=6, users=120)
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,14 @@ from app.stores.model import (
     published_model,
     version_sequence,
 )
+from harness.data import random_rows
 
 PARAMS = ranker.AlsParams(factors=8, regularization=0.1, alpha=4.0, iterations=5, threads=1)
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, float]]:
-    rng = np.random.default_rng(3)
-    return [
-        {f"item{j}": float(rng.choice([0.5, 1.0, 2.0])) for j in rng.choice(30, 5, replace=False)}
-        for _ in range(80)
-    ]
+    return random_rows(3, items=30, per_user=5, users=80)
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,14 @@ import numpy as np
 import pytest
 
 from app import ranker
+from harness.data import random_rows
 
 PARAMS = ranker.AlsParams(factors=8, regularization=0.1, alpha=4.0, iterations=10, threads=1)
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, float]]:
-    rng = np.random.default_rng(7)
-    return [
-        {f"item{j}": float(rng.choice([0.5, 1.0, 2.0])) for j in rng.choice(40, 6, replace=False)}
-        for _ in range(120)
-    ]
+    return random_rows(7, items=40, per_user=6, users=120)
 
 
 @pytest.fixture(scope="module")
