@@ -18,8 +18,8 @@ WEIGHT, COUNT, LAST_AT = range(3)
 The weight is kept as a float32 value and the time in whole seconds, exactly what the
 changelog encoding stores (:mod:`app.state_codec`), so a recovered state equals the live one.
 
-A flat list rather than a nested record: decoding nested records costs about 5x more per event,
-and the whole state is decoded and re-encoded on every event.
+A flat list rather than a nested record: decoding nested records costs about 5x more, and
+the whole state is decoded and re-encoded once per user in every batch.
 """
 
 
