@@ -6,7 +6,7 @@ appended later need no renormalisation). Scores returned are the exact dot produ
 
 Exclusions (seen and unavailable items) are applied after the search: the index is asked for
 ``k`` plus the largest exclusion count, the excluded ids are dropped, and a user left with fewer
-than ``k`` survivors is ranked exactly (``implicit.cpu.topk``) instead, and so is every user
+than ``k`` survivors is ranked exactly (:func:`exact_top_k`) instead, and so is every user
 when that request would reach past half the index. An index is shared by a
 model and the models extended from it (:meth:`CandidateIndex.add`), so a search drops positions
 at or past the caller's item count.
@@ -20,10 +20,9 @@ from collections.abc import Sequence
 
 import hnswlib
 import numpy as np
-from implicit.cpu.topk import topk
 
 MISSING_SCORE = float(np.finfo(np.float32).min)
-"""Score of an empty slot (id -1), the value implicit gives a filtered item."""
+"""Score of an empty slot (id -1)."""
 
 
 class CandidateIndex:
@@ -101,7 +100,8 @@ def top_k(
         candidates = candidates[~np.isin(candidates, seen)]
         eligible = items - len(np.unique(seen))
         if len(candidates) < min(k, eligible):
-            candidates = exact_top_k(item_factors, users[user], k, seen)
+            exact, _ = exact_top_k(item_factors, users[user : user + 1], k, [seen])
+            candidates = exact[0][exact[0] >= 0]
         candidates = candidates[:k]
         exact = item_factors[candidates] @ users[user]
         order = np.argsort(-exact, kind="stable")
@@ -110,10 +110,35 @@ def top_k(
     return ids, scores
 
 
-def exact_top_k(item_factors: np.ndarray, user: np.ndarray, k: int, seen: np.ndarray) -> np.ndarray:
-    """Exact top-k positions for one user, ``seen`` left out (implicit's blocked top-k)."""
-    filtered = np.unique(seen).astype(np.int32) if len(seen) else None
-    found, scores = topk(
-        item_factors, user[None, :], min(k, len(item_factors)), filter_items=filtered, num_threads=1
-    )
-    return found[0][(found[0] >= 0) & (scores[0] > MISSING_SCORE)].astype(np.int64)
+def exact_top_k(
+    item_factors: np.ndarray, users: np.ndarray, k: int, excluded: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k positions and scores per user, scoring every item, never an
+    ``excluded[user]`` position; padded like :func:`top_k`. Ties go to the lower position.
+
+    Users are scored in blocks that keep the score matrix near 16 MB.
+    """
+    items = len(item_factors)
+    k = min(k, items)
+    ids = np.full((len(users), k), -1, dtype=np.int64)
+    scores = np.full((len(users), k), MISSING_SCORE, dtype=np.float32)
+    if not len(users) or not k:
+        return ids, scores
+    block = max(1, (1 << 22) // items)
+    for start in range(0, len(users), block):
+        rows = slice(start, start + block)
+        scored = np.asarray(users[rows] @ item_factors.T, dtype=np.float32)
+        for row, seen in enumerate(excluded[rows]):
+            scored[row, seen] = -np.inf
+        if k < items:
+            best = np.argpartition(-scored, k - 1, axis=1)[:, :k]
+        else:
+            best = np.broadcast_to(np.arange(items), scored.shape)
+        best_scores = np.take_along_axis(scored, best, axis=1)
+        order = np.lexsort((best, -best_scores))
+        best = np.take_along_axis(best, order, axis=1)
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        eligible = best_scores > -np.inf
+        ids[rows] = np.where(eligible, best, -1)
+        scores[rows] = np.where(eligible, best_scores, MISSING_SCORE)
+    return ids, scores

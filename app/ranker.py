@@ -6,6 +6,7 @@ Users are rows of item -> summed action weight. implicit's confidence is ``alpha
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -15,11 +16,9 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 from scipy.sparse import csr_matrix
 
-from app.candidates import CandidateIndex, top_k
+from app.candidates import CandidateIndex, exact_top_k, top_k
 
 Scored = list[tuple[str, float]]
-
-_FILTERED = float(np.finfo(np.float32).min)  # implicit's score for an excluded (seen) item
 
 
 @dataclass(frozen=True)
@@ -181,47 +180,34 @@ def recommend(
     """Top-n unseen items per row, folding each user in exactly first; ``exclude`` (e.g.
     unavailable items) is never ranked.
 
-    A row with no item the model knows gets an empty list: its vector would be zero and its
-    ranking meaningless, so the caller falls back to popularity.
+    Every item of a row counts as seen, also one whose weights summed to zero (bought, then
+    returned). A row with no item the model knows gets an empty list: its vector would be zero
+    and its ranking meaningless, so the caller falls back to popularity.
     """
     if not rows:
         return []
     matrix = model.rows_matrix(rows)
-    # Items whose weights summed to zero (bought, then returned) are seen but not in the
-    # matrix, so implicit cannot filter them: ask for that many more and drop them below.
-    zeroed = max(sum(1 for weight in row.values() if weight == 0.0) for row in rows)
-    wanted, n = min(n + zeroed, len(model.item_ids)), min(n, len(model.item_ids))
-    excluded = [model.item_positions[i] for i in exclude if i in model.item_positions]
-    if model.candidates is None:
-        ids, scores = model.als.recommend(
-            np.arange(len(rows)),
-            matrix,
-            N=wanted,
-            filter_already_liked_items=True,
-            filter_items=np.asarray(excluded, dtype=np.int32) if excluded else None,
-            recalculate_user=True,
+    positions = model.item_positions
+    excluded = [positions[item_id] for item_id in exclude if item_id in positions]
+    unrankable = [
+        np.fromiter(
+            itertools.chain((positions[i] for i in row if i in positions), excluded), np.int64
         )
+        for row in rows
+    ]
+    users = model.als.recalculate_user(np.arange(len(rows)), matrix)
+    n = min(n, len(model.item_ids))
+    if model.candidates is None:
+        ids, scores = exact_top_k(model.item_factors, users, n, unrankable)
     else:
-        users = model.als.recalculate_user(np.arange(len(rows)), matrix)
-        seen = [
-            np.concatenate([matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]], excluded])
-            for u in range(len(rows))
-        ]
-        ids, scores = top_k(model.candidates, model.item_factors, users, wanted, seen)
-    known = np.diff(matrix.indptr) > 0
-    valid = (ids >= 0) & (scores > _FILTERED)
-    names = model.item_names[np.where(valid, ids, 0)]
+        ids, scores = top_k(model.candidates, model.item_factors, users, n, unrankable)
+    known = (np.diff(matrix.indptr) > 0).tolist()
+    listed = (ids >= 0).sum(axis=1).tolist()  # found items come first, padding last
+    names = model.item_names[np.maximum(ids, 0)].tolist()
+    values = scores.tolist()
     return [
-        [
-            (item, score)
-            for item, score in zip(
-                names[user][valid[user]].tolist(), scores[user][valid[user]].tolist(), strict=True
-            )
-            if item not in row
-        ][:n]
-        if known[user]
-        else []
-        for user, row in enumerate(rows)
+        list(zip(names[user][:count], values[user][:count], strict=True)) if known[user] else []
+        for user, count in enumerate(listed)
     ]
 
 

@@ -74,6 +74,24 @@ def test_a_user_left_with_too_few_candidates_is_ranked_exactly(catalogue):
     assert (scores[0, 3:] == candidates.MISSING_SCORE).all()
 
 
+def test_exact_top_k_is_the_best_k_by_full_sort(catalogue):
+    items, users = catalogue
+    excluded = [np.arange(user, 5000, 7) for user in range(30)]
+    ids, scores = candidates.exact_top_k(items, users[:30], 10, excluded)
+    for user, banned in enumerate(excluded):
+        allowed = np.setdiff1d(np.arange(len(items)), banned)
+        full = items[allowed] @ users[user]
+        assert ids[user].tolist() == allowed[np.argsort(-full, kind="stable")[:10]].tolist()
+        np.testing.assert_allclose(scores[user], np.sort(full)[::-1][:10], rtol=1e-5)
+
+
+def test_exact_top_k_breaks_ties_by_lower_position_and_pads():
+    items = np.array([[1.0], [2.0], [2.0], [0.5], [2.0]], dtype=np.float32)
+    ids, scores = candidates.exact_top_k(items, np.ones((1, 1), np.float32), 5, [np.array([4, 3])])
+    assert ids[0].tolist() == [1, 2, 0, -1, -1]
+    assert scores[0].tolist() == [2.0, 2.0, 1.0, candidates.MISSING_SCORE, candidates.MISSING_SCORE]
+
+
 def test_an_appended_item_is_found(catalogue):
     items, users = catalogue
     index = candidates.CandidateIndex.build(items[:4000])
