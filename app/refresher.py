@@ -2,9 +2,15 @@
 
 The stream agent records each applied event here; :meth:`ListRefresher.refresh_continuously`
 ticks as soon as a user is touched: :meth:`ListRefresher.tick` re-solves the touched users
-exactly against the current item factors (on a worker thread, off the event loop) and writes the
-lists the serving policy (``app.serving``) chooses. Events that arrive during a tick wait for the
-next one, so the batch grows with the load instead of a fixed clock adding its period. Models
+exactly against the current item factors and writes the lists the serving policy
+(``app.serving``) chooses. Events that arrive during a tick wait for the next one, so the batch
+grows with the load instead of a fixed clock adding its period.
+
+Lists are computed on the event loop, ``refresh_slice`` users at a time with a yield between
+slices. On a thread they shared the GIL with the loop and Faust's consumer thread, and that
+contention, not the work, held a worker to about 870 of 1,000 events/s (docs/BENCHMARKS.md).
+Decoding and indexing a new model, which are rare and mostly numpy and hnswlib, stay on the
+solver thread. Models
 are fitted by the trainer (``app.trainer``) and published in Redis;
 :meth:`ListRefresher.sync_model` switches to a new version atomically, and
 :meth:`ListRefresher.sync_catalogue` to a new catalogue snapshot.
@@ -204,7 +210,7 @@ class ListRefresher:
         return True
 
     def lists(self, states: Mapping[str, UserState], popular: ranker.Scored) -> list[ServedList]:
-        """These users' lists under the serving policy (CPU-bound: the solver thread's work)."""
+        """These users' lists under the serving policy."""
         users = [history(state) for state in states.values()]
         return serving.user_lists(self.model, users, self.catalogue, popular, self.rules)
 
@@ -215,21 +221,21 @@ class ListRefresher:
             popular = await self.stores.popularity.top(
                 self.rules.popular_depth, self.rules.popularity_half_life
             )
-            lists, encoded = await asyncio.get_running_loop().run_in_executor(
-                self._solver, self._encoded_lists, states, popular
+            users, step = list(states), self.settings.refresh_slice
+            lists: dict[str, ServedList] = {}
+            for start in range(0, len(users), step):
+                if start:
+                    await asyncio.sleep(0)  # let the agent and the web views run
+                chunk = {user_id: states[user_id] for user_id in users[start : start + step]}
+                lists.update(zip(chunk, self.lists(chunk, popular), strict=True))
+            await self.stores.lists.put_lists(
+                {user_id: encode_list(entry) for user_id, entry in lists.items()}
             )
-            await self.stores.lists.put_lists(encoded)
             metrics.fold_in_seconds.observe(time.perf_counter() - started)
             metrics.fold_in_batch_size.observe(len(lists))
             for user_id, entry in lists.items():
                 self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
             return lists
-
-    def _encoded_lists(
-        self, states: Mapping[str, UserState], popular: ranker.Scored
-    ) -> tuple[dict[str, ServedList], dict[str, bytes]]:
-        lists = dict(zip(states, self.lists(states, popular), strict=True))
-        return lists, {user_id: encode_list(entry) for user_id, entry in lists.items()}
 
     def popular_list(
         self, popular: ranker.Scored, seen: Iterable[str], half_life: float | None = None

@@ -3,7 +3,10 @@ policy) chooses: the refresher's computation and the Redis-down path, with no Re
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
+import types
 from collections.abc import Iterator
 
 import pytest
@@ -170,3 +173,49 @@ def test_without_redis_an_unknown_user_gets_the_popular_list(refresher, recovery
     )
     assert_same_list(served, expected)
     assert [item for item, _ in served["items"]] == ["a", "d", "f", "b", "g"]
+
+
+class WrittenLists:
+    """Stands in for the Redis list and popularity stores of one refresh (no I/O)."""
+
+    def __init__(self) -> None:
+        self.written: dict[str, bytes] = {}
+
+    async def top(self, depth: int, half_life: float) -> ranker.Scored:
+        return POPULAR
+
+    async def put_lists(self, encoded: dict[str, bytes]) -> None:
+        self.written.update(encoded)
+
+
+async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model):
+    settings = dataclasses.replace(SETTINGS, refresh_slice=2)
+    fake = WrittenLists()
+    stores = types.SimpleNamespace(popularity=fake, lists=fake)
+    users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
+    refresher = ListRefresher(settings, stores, HeldStates(users))
+    refresher.model = model
+    order: list[str] = []
+    computed = refresher.lists
+
+    def lists(states, popular):
+        order.append(f"slice of {len(states)}")
+        return computed(states, popular)
+
+    refresher.lists = lists
+
+    async def other_task() -> None:
+        while True:
+            order.append("other task")
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    try:
+        await refresher.refresh(users)
+    finally:
+        other.cancel()
+        refresher.close()
+
+    assert order[1:] == ["slice of 2", "other task", "slice of 2", "other task", "slice of 1"]
+    assert sorted(fake.written) == sorted(users)
