@@ -9,7 +9,8 @@ list (the event was applied and the list rewritten): latency = the list's ``upda
 the time the 202 came back. A probe not done within 10 s counts as infinitely late (a run stops
 once p99 is sure to be over 10 s). Probes run
 idle, then under each background rate (random views of 50,000 synthetic users, 10 batches a
-second over HTTP), all in this process.
+second over HTTP), all in this process. Under each load, reads of ``GET /recommend`` are timed
+too (``--read-rate`` a second).
 
     .venv/bin/python bench/freshness.py --rates 250,500,750,1000,1500
 """
@@ -86,6 +87,23 @@ async def probe(
             return entry["updated_at"] - accepted_at, entry["updated_at"] - sent_at, accepted_at
         await asyncio.sleep(0.003)
     return math.inf, math.inf, accepted_at
+
+
+async def timed_reads(
+    http: aiohttp.ClientSession, url: str, users: list[str], rate: float, stop: asyncio.Event
+) -> list[float]:
+    """``GET /recommend/{user}?n=10`` for random known users at ``rate`` per second until
+    stopped; each read's milliseconds, timed from this process (its loop also drives the
+    load, so these are upper bounds)."""
+    latencies, rng = [], random.Random(3)
+    while not stop.is_set():
+        started = time.perf_counter()
+        async with http.get(f"{url}/recommend/{rng.choice(users)}?n=10") as response:
+            await response.read()
+            assert response.status == 200, response.status
+        latencies.append((time.perf_counter() - started) * 1000)
+        await asyncio.sleep(max(0.0, 1 / rate - (time.perf_counter() - started)))
+    return latencies
 
 
 async def run_probes(
@@ -173,31 +191,40 @@ async def measure(url: str, prefix: str, args: argparse.Namespace) -> list[dict]
     redis = Redis.from_url(args.redis)
     reports = []
     async with aiohttp.ClientSession() as http:
-        idle = await run_probes(http, redis, url, prefix, users, args.probes, args.probe_rate)
-        reports.append(summary("idle", idle, 0))
-        for rate in args.rates:
+        for rate in (0, *args.rates):  # 0: idle, the baseline of the same run
             stop = asyncio.Event()
-            loader = asyncio.create_task(background_load(http, url, rate, items, stop))
-            await asyncio.sleep(2)
-            loaded = await run_probes(http, redis, url, prefix, users, args.probes, args.probe_rate)
+            loader = None
+            if rate:
+                loader = asyncio.create_task(background_load(http, url, rate, items, stop))
+                await asyncio.sleep(2)
+            reader = asyncio.create_task(timed_reads(http, url, users, args.read_rate, stop))
+            probed = await run_probes(http, redis, url, prefix, users, args.probes, args.probe_rate)
             stop.set()
-            sent = await loader
-            report = summary(f"{rate}/s", loaded, rate)
-            report["background_events_sent"] = sent
+            reads = await reader
+            report = summary(f"{rate}/s" if rate else "idle", probed, rate)
+            report["read_ms"] = {
+                "reads": len(reads),
+                "p50": statistics.median(reads),
+                "p99": percentile(reads, 99),
+                "max": max(reads),
+            }
+            if loader is not None:
+                report["background_events_sent"] = await loader
+                await asyncio.sleep(args.settle)  # let a backlog drain before the next rate
             reports.append(report)
-            await asyncio.sleep(args.settle)  # let a backlog drain before the next rate
     await redis.aclose()
     return reports
 
 
 def print_table(reports: list[dict]) -> str | None:
-    header = ("run", "load ev/s", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms")
-    print(f"{header[0]:8} {header[1]:>9} {header[2]:>6} " + " ".join(f"{h:>7}" for h in header[3:]))
+    header = ("run", "load ev/s", "probes", "p50 ms", "p95 ms", "p99 ms", "max ms", "read p99")
+    print(f"{header[0]:8} {header[1]:>9} {header[2]:>6} " + " ".join(f"{h:>8}" for h in header[3:]))
     for report in reports:
         ms = report["accepted_to_redis_ms"]
+        read = report["read_ms"]["p99"]
         print(
             f"{report['label']:8} {report['background_events_per_s']:>9} {report['probes']:>6} "
-            f"{ms['p50']:7.1f} {ms['p95']:7.1f} {ms['p99']:7.1f} {ms['max']:7.1f}"
+            f"{ms['p50']:8.1f} {ms['p95']:8.1f} {ms['p99']:8.1f} {ms['max']:8.1f} {read:8.2f}"
         )
     under = [
         r["background_events_per_s"] for r in reports[1:] if r["accepted_to_redis_ms"]["p99"] < 1000
@@ -235,6 +262,9 @@ if __name__ == "__main__":
         type=lambda text: [int(part) for part in text.split(",")],
         default=[250, 500, 750, 1000, 1500],
         help="background events per second, one run each",
+    )
+    parser.add_argument(
+        "--read-rate", type=float, default=50.0, help="timed reads per second under each load"
     )
     parser.add_argument("--settle", type=float, default=15.0, help="seconds between runs")
     parser.add_argument("--out", default="freshness.json")
