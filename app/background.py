@@ -49,7 +49,7 @@ def add_jobs(product: Product) -> None:
     app, settings = product.faust, product.settings
     refresher, recovery = product.refresher, product.recovery
     redis_errors = (RedisError, OSError)
-    startup_objects = StartupObjects()
+    startup_objects = StartupObjects(settings.gc_young_threshold)
     consumer_lag = ConsumerLag(
         settings.bootstrap_servers, settings.app_id, {settings.events_topic, settings.items_topic}
     )

@@ -101,6 +101,10 @@ class Settings:
     """Start a (standby) trainer process beside this worker."""
     gc_freeze: bool = True
     """Take the start-up objects out of the cyclic garbage collector once up."""
+    gc_young_threshold: int = 50_000
+    """Allocations between two young-generation passes of the cyclic garbage collector (Python's
+    default: 700). Each list refresh allocates about 100 pairs a user, so the default ran about
+    200 passes a second and a full one every half second."""
     refresh_batch: int = 200
     """Users per tick re-ranked because a list served from Redis came from an older model."""
     refresh_slice: int = 32
@@ -239,6 +243,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "new_item_interval": 0,
         "refresh_batch": 1,
         "refresh_slice": 1,
+        "gc_young_threshold": 1,
         "als_factors": 1,
         "als_regularization": 0,
         "als_alpha": 0,
