@@ -10,8 +10,9 @@ Lists are computed on the event loop, ``refresh_slice`` users at a time with a y
 slices. On a thread they shared the GIL with the loop and Faust's consumer thread, and that
 contention, not the work, held a worker to about 870 of 1,000 events/s (docs/BENCHMARKS.md).
 Decoding and indexing a new model, which are rare and mostly numpy and hnswlib, stay on the
-solver thread. Models
-are fitted by the trainer (``app.trainer``) and published in Redis;
+solver thread.
+
+Models are fitted by the trainer (``app.trainer``) and published in Redis;
 :meth:`ListRefresher.sync_model` switches to a new version atomically, and
 :meth:`ListRefresher.sync_catalogue` to a new catalogue snapshot.
 """

@@ -103,8 +103,9 @@ class Settings:
     """Take the start-up objects out of the cyclic garbage collector once up."""
     gc_young_threshold: int = 50_000
     """Allocations between two young-generation passes of the cyclic garbage collector (Python's
-    default: 700). Each list refresh allocates about 100 pairs a user, so the default ran about
-    200 passes a second and a full one every half second."""
+    default: 700), set with the start-up freeze (``gc_freeze``). Each list refresh allocates
+    about 100 pairs a user, so the default ran about 200 passes a second and a full one every
+    half second."""
     refresh_batch: int = 200
     """Users per tick re-ranked because a list served from Redis came from an older model."""
     refresh_slice: int = 32
