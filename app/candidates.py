@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import hnswlib
 import numpy as np
+import scipy.sparse
+from implicit.cpu.topk import topk
 
 MISSING_SCORE = float(np.finfo(np.float32).min)
 """Score of an empty slot (id -1)."""
@@ -110,16 +112,70 @@ def top_k(
     return ids, scores
 
 
+BLOCKED_MIN_ITEMS = 5_000
+"""From this many items on, :func:`exact_top_k` keeps each user's best with implicit's blocked
+heap instead of numpy's ``argpartition`` over a whole score row: 0.6 against 1.6 ms per user
+at 100k items, and about even at 5k (docs/CANDIDATE_SEARCH.md)."""
+
+
 def exact_top_k(
     item_factors: np.ndarray, users: np.ndarray, k: int, excluded: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k positions and scores per user, scoring every item, never an
     ``excluded[user]`` position; padded like :func:`top_k`. Ties go to the lower position.
 
-    Users are scored in blocks that keep the score matrix near 16 MB.
+    Large catalogues go through :func:`_heap_top_k`; a user whose k-th and next scores tie
+    there, and every user of a small catalogue, goes through :func:`_partition_top_k`.
     """
     items = len(item_factors)
     k = min(k, items)
+    if items < BLOCKED_MIN_ITEMS or not len(users) or not 0 < k < items:
+        return _partition_top_k(item_factors, users, k, excluded)
+    ids, scores, tied = _heap_top_k(item_factors, users, k, excluded)
+    if tied.any():
+        rows = np.flatnonzero(tied)
+        ids[rows], scores[rows] = _partition_top_k(
+            item_factors, users[rows], k, [excluded[row] for row in rows]
+        )
+    return ids, scores
+
+
+def _heap_top_k(
+    item_factors: np.ndarray, users: np.ndarray, k: int, excluded: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`exact_top_k` by ``implicit.cpu.topk`` (one thread), plus which users it cannot
+    answer: those whose k-th best ties with the next, where the heap's pick is not ours."""
+    counts = [len(seen) for seen in excluded]
+    filtered = scipy.sparse.csr_matrix(
+        (
+            np.ones(sum(counts), dtype=np.float32),
+            np.concatenate([np.asarray(seen, dtype=np.int64) for seen in excluded] or [[]]),
+            np.concatenate(([0], np.cumsum(counts))),
+        ),
+        shape=(len(users), len(item_factors)),
+    )
+    found, found_scores = topk(
+        item_factors, users, k + 1, filter_query_items=filtered, num_threads=1
+    )
+    tied = (found_scores[:, k - 1] == found_scores[:, k]) & (found_scores[:, k] > MISSING_SCORE)
+    found, found_scores = found[:, :k].astype(np.int64), found_scores[:, :k]
+    order = np.lexsort((found, -found_scores))
+    found = np.take_along_axis(found, order, axis=1)
+    found_scores = np.take_along_axis(found_scores, order, axis=1)
+    eligible = found_scores > MISSING_SCORE
+    return (
+        np.where(eligible, found, -1),
+        np.where(eligible, found_scores, MISSING_SCORE).astype(np.float32),
+        tied,
+    )
+
+
+def _partition_top_k(
+    item_factors: np.ndarray, users: np.ndarray, k: int, excluded: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top_k` by numpy: a matrix product per block of users, kept near 16 MB,
+    then ``argpartition`` of each score row."""
+    items = len(item_factors)
     ids = np.full((len(users), k), -1, dtype=np.int64)
     scores = np.full((len(users), k), MISSING_SCORE, dtype=np.float32)
     if not len(users) or not k:
@@ -132,9 +188,11 @@ def exact_top_k(
             scored[row, seen] = -np.inf
         if k < items:
             best = np.argpartition(-scored, k - 1, axis=1)[:, :k]
+            best_scores = np.take_along_axis(scored, best, axis=1)
+            _lowest_at_the_cut(scored, best, best_scores)
         else:
             best = np.broadcast_to(np.arange(items), scored.shape)
-        best_scores = np.take_along_axis(scored, best, axis=1)
+            best_scores = scored
         order = np.lexsort((best, -best_scores))
         best = np.take_along_axis(best, order, axis=1)
         best_scores = np.take_along_axis(best_scores, order, axis=1)
@@ -142,3 +200,15 @@ def exact_top_k(
         ids[rows] = np.where(eligible, best, -1)
         scores[rows] = np.where(eligible, best_scores, MISSING_SCORE)
     return ids, scores
+
+
+def _lowest_at_the_cut(scored: np.ndarray, best: np.ndarray, best_scores: np.ndarray) -> None:
+    """Where items tie with a row's k-th best beyond what ``argpartition`` kept, which of them
+    it kept is arbitrary: keep the lowest positions instead (in place)."""
+    cut = best_scores.min(axis=1, keepdims=True)
+    short = (scored == cut).sum(axis=1) > (best_scores == cut).sum(axis=1)
+    for row in np.flatnonzero(short & (cut[:, 0] > -np.inf)):
+        above = best[row][best_scores[row] > cut[row]]
+        tied = np.flatnonzero(scored[row] == cut[row])[: best.shape[1] - len(above)]
+        best[row] = np.concatenate([above, tied])
+        best_scores[row] = scored[row, best[row]]

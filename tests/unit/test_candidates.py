@@ -92,6 +92,30 @@ def test_exact_top_k_breaks_ties_by_lower_position_and_pads():
     assert scores[0].tolist() == [2.0, 2.0, 1.0, candidates.MISSING_SCORE, candidates.MISSING_SCORE]
 
 
+def test_exact_top_k_keeps_the_lowest_positions_among_ties_at_the_cut():
+    items = np.ones((1000, 1), dtype=np.float32)
+    items[500] = 3.0
+    ids, _ = candidates.exact_top_k(items, np.ones((1, 1), np.float32), 3, [np.array([0])])
+    assert ids[0].tolist() == [500, 1, 2]
+
+
+def test_exact_top_k_of_a_large_catalogue_breaks_ties_at_the_cut_by_lower_position():
+    items = np.zeros((candidates.BLOCKED_MIN_ITEMS, 2), dtype=np.float32)
+    items[[9, 40], 0] = 2.0  # two clear winners; every other item scores 0
+    ids, scores = candidates.exact_top_k(items, np.ones((1, 2), np.float32), 4, [np.array([0])])
+    assert ids[0].tolist() == [9, 40, 1, 2]
+    assert scores[0].tolist() == [2.0, 2.0, 0.0, 0.0]
+
+
+def test_exact_top_k_of_a_large_catalogue_pads_when_too_few_items_are_allowed():
+    items = np.arange(candidates.BLOCKED_MIN_ITEMS, dtype=np.float32)[:, None]
+    banned = np.arange(candidates.BLOCKED_MIN_ITEMS - 2)
+    ids, scores = candidates.exact_top_k(items, np.ones((1, 1), np.float32), 4, [banned])
+    last = candidates.BLOCKED_MIN_ITEMS - 1
+    assert ids[0].tolist() == [last, last - 1, -1, -1]
+    assert scores[0, 2:].tolist() == [candidates.MISSING_SCORE] * 2
+
+
 def test_an_appended_item_is_found(catalogue):
     items, users = catalogue
     index = candidates.CandidateIndex.build(items[:4000])
