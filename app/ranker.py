@@ -181,8 +181,9 @@ def recommend(
     unavailable items) is never ranked.
 
     Every item of a row counts as seen, also one whose weights summed to zero (bought, then
-    returned). A row with no item the model knows gets an empty list: its vector would be zero
-    and its ranking meaningless, so the caller falls back to popularity.
+    returned). A row whose vector comes out zero gets an empty list, as its ranking would be
+    meaningless (every item scores 0), so the caller falls back to popularity: a row with no
+    item the model knows, or only items folded in with no signal (:func:`solve_new_items`).
     """
     if not rows:
         return []
@@ -196,19 +197,20 @@ def recommend(
         for row in rows
     ]
     users = model.als.recalculate_user(np.arange(len(rows)), matrix)
+    rankable = np.flatnonzero(users.any(axis=1))
     n = min(n, len(model.item_ids))
+    seen = [unrankable[user] for user in rankable]
     if model.candidates is None:
-        ids, scores = exact_top_k(model.item_factors, users, n, unrankable)
+        ids, scores = exact_top_k(model.item_factors, users[rankable], n, seen)
     else:
-        ids, scores = top_k(model.candidates, model.item_factors, users, n, unrankable)
-    known = (np.diff(matrix.indptr) > 0).tolist()
+        ids, scores = top_k(model.candidates, model.item_factors, users[rankable], n, seen)
     listed = (ids >= 0).sum(axis=1).tolist()  # found items come first, padding last
     names = model.item_names[np.maximum(ids, 0)].tolist()
     values = scores.tolist()
-    return [
-        list(zip(names[user][:count], values[user][:count], strict=True)) if known[user] else []
-        for user, count in enumerate(listed)
-    ]
+    lists: list[Scored] = [[] for _ in rows]
+    for found, (user, count) in enumerate(zip(rankable.tolist(), listed, strict=True)):
+        lists[user] = list(zip(names[found][:count], values[found][:count], strict=True))
+    return lists
 
 
 def decayed_log_score(weight: float, timestamp: float, half_life: float) -> float:

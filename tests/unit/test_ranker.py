@@ -71,6 +71,13 @@ def test_recommend_gives_no_personal_list_when_no_item_is_known(model):
     assert ranker.recommend(model, [{"never-seen": 1.0}, {}], n=5) == [[], []]
 
 
+def test_recommend_gives_no_personal_list_for_items_folded_in_without_signal(model, rows):
+    grown = ranker.fold_in_new_items(model, [{"fresh": 1.0}], "v2", 1.0)  # a new user only
+    assert not grown.item_factors[-1].any()
+    lists = ranker.recommend(grown, [{"fresh": 1.0}, rows[0]], n=5)
+    assert lists[0] == [] and len(lists[1]) == 5
+
+
 def test_fit_refuses_empty_data():
     with pytest.raises(ValueError, match="without interactions"):
         ranker.fit([{}], PARAMS, "v", 0.0)
