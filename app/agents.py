@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
-from faust.types import EventT, StreamT, TableT
+from faust.types import TP, EventT, StreamT, TableT
 
 from app.models import UserState, empty_state
 from app.ops import metrics
@@ -146,6 +147,13 @@ class EventProcessor:
         return key
 
 
+def records_behind(events: Sequence[EventT], highwater: Callable[[TP], int | None]) -> int:
+    """Records in Kafka after this batch, over its partitions: ``highwater`` is the consumer's
+    last known next offset of a partition (None before its first fetch: counted as none)."""
+    last = {event.message.tp: event.message.offset for event in events}
+    return sum(max(0, (highwater(tp) or 0) - offset - 1) for tp, offset in last.items())
+
+
 def add_agents(product: Product) -> None:
     """Register the two stream agents on the product's Faust app."""
     app, topics, processor = product.faust, product.topics, product.processor
@@ -153,9 +161,19 @@ def add_agents(product: Product) -> None:
     max_id_length = product.settings.max_id_length
     batch_events, batch_wait = product.settings.batch_events, product.settings.batch_wait
 
+    def highwater(tp: TP) -> int | None:
+        """The consumer's last known next offset of a partition; None with no consumer
+        running (``agent.test_context()`` runs the agents without one)."""
+        try:
+            return app.consumer.highwater(tp)
+        except ConsumerNotStarted:
+            return None
+
     async def process_user_actions(stream: StreamT) -> None:
         async for events in stream.take_events(batch_events, within=batch_wait):
             await processor.apply(events)
+            behind = records_behind(events, highwater) >= batch_events
+            product.refresher.batch_applied(behind)
 
     async def store_items(stream: StreamT) -> None:
         """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""

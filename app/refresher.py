@@ -9,6 +9,9 @@ grows with the load instead of a fixed clock adding its period.
 Lists are computed on the event loop, ``refresh_slice`` users at a time with a yield between
 slices. On a thread they shared the GIL with the loop and Faust's consumer thread, and that
 contention, not the work, held a worker to about 870 of 1,000 events/s (docs/BENCHMARKS.md).
+While the stream is behind (its last batch was full: more events wait in Kafka), each slice
+waits for the stream's next batch instead: the table state, which is what survives a crash,
+catches up first, and a user touched again while waiting is re-ranked once, not once per event.
 Decoding and indexing a new model, which are rare and mostly numpy and hnswlib, stay on the
 solver thread.
 
@@ -44,6 +47,12 @@ from app.stores.model import Published
 log = logging.getLogger(__name__)
 
 MAX_STALE = 100_000
+MAX_TICK_USERS = 2_000
+"""Users one tick re-ranks at most: a tick writes its lists together, so this bounds the wait
+for the first of them and the lists held, when a backlog has touched many users."""
+STREAM_WAIT = 0.5
+"""Seconds a slice of lists waits for the stream's next batch while the stream is behind; a
+stream that has nothing more in that time is no longer behind."""
 
 
 class StateSource(Protocol):
@@ -76,6 +85,8 @@ class ListRefresher:
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
         self._write_lock = asyncio.Lock()
         self._work_waiting = asyncio.Event()
+        self._stream_behind = False
+        self._batch_applied = asyncio.Event()
 
     @property
     def model_version(self) -> str | None:
@@ -100,6 +111,24 @@ class ListRefresher:
             self.live.test(action.user_id, action.item_id)
         for popularity in self._popularity.values():
             popularity.add(action.item_id, weight, action.timestamp)
+
+    def batch_applied(self, behind: bool) -> None:
+        """The stream applied a batch; ``behind`` when it was full, so more events wait."""
+        self._stream_behind = behind
+        self._batch_applied.set()
+
+    async def _yield_to_the_stream(self) -> None:
+        """Between two slices of lists: let the agent and the web views run, and while the
+        stream is behind, let it apply its next batch first."""
+        if not self._stream_behind:
+            await asyncio.sleep(0)
+            return
+        self._batch_applied.clear()
+        try:
+            async with asyncio.timeout(STREAM_WAIT):
+                await self._batch_applied.wait()
+        except TimeoutError:
+            self._stream_behind = False
 
     def mark_stale(self, user_id: str) -> None:
         """A served list came from an older model: re-rank it on a coming tick.
@@ -127,14 +156,15 @@ class ListRefresher:
                 await asyncio.sleep(interval)
 
     async def tick(self) -> None:
-        """Flush popularity, refresh touched users and then stale ones.
+        """Flush popularity, refresh the longest-waiting touched users, at most
+        ``MAX_TICK_USERS`` (the rest are left for the next tick, at once), then stale ones.
 
         When Redis fails midway, the popularity and users taken are put back for the next tick.
         """
         popularity = self._popularity
         self._popularity = accumulators(popularity)
-        states, self._touched = self._touched, {}
-        since, self._since = self._since, {}
+        states = self._take_touched(MAX_TICK_USERS)
+        since = {user_id: self._since.pop(user_id) for user_id in states if user_id in self._since}
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):
             del self._stale[user_id]
             if user_id not in states and (state := self.states.get(user_id)) is not None:
@@ -155,6 +185,17 @@ class ListRefresher:
         written = time.time()
         for received_at in since.values():
             metrics.freshness_seconds.observe(max(0.0, written - received_at))
+        if self._touched:
+            self._work_waiting.set()
+
+    def _take_touched(self, limit: int) -> dict[str, UserState]:
+        """Remove and return the ``limit`` users touched longest ago, with their states."""
+        if len(self._touched) <= limit:
+            states, self._touched = self._touched, {}
+            return states
+        return {
+            user_id: self._touched.pop(user_id) for user_id in list(islice(self._touched, limit))
+        }
 
     async def sync_model(self) -> bool:
         """Switch to the published current model if it changed; returns whether it did.
@@ -226,7 +267,7 @@ class ListRefresher:
             lists: dict[str, ServedList] = {}
             for start in range(0, len(users), step):
                 if start:
-                    await asyncio.sleep(0)  # let the agent and the web views run
+                    await self._yield_to_the_stream()
                 chunk = {user_id: states[user_id] for user_id in users[start : start + step]}
                 lists.update(zip(chunk, self.lists(chunk, popular), strict=True))
             await self.stores.lists.put_lists(

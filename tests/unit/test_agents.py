@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import types
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ import orjson
 import pytest
 import pytest_asyncio
 from faust.streams import current_event
-from faust.types import ChannelT, EventT
+from faust.types import TP, ChannelT, EventT
 from prometheus_client import REGISTRY
 
 from app import agents
@@ -335,3 +336,14 @@ async def test_a_batch_reads_each_users_state_in_that_users_partition(batching_w
 
     assert read_in == [(key, partition_for(key, PARTITIONS)) for key in users]
     assert len({partition for _, partition in read_in}) > 1
+
+
+def test_records_behind_a_batch_count_from_each_partitions_last_event_to_its_highwater():
+    def event(partition: int, offset: int) -> Any:
+        tp = TP("user-actions", partition)
+        return types.SimpleNamespace(message=types.SimpleNamespace(tp=tp, offset=offset))
+
+    batch = [event(0, 10), event(1, 4), event(0, 11), event(2, 7)]
+    highwaters = {TP("user-actions", 0): 2012, TP("user-actions", 1): 5}  # 2: never fetched
+
+    assert agents.records_behind(batch, highwaters.get) == 2000

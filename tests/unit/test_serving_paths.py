@@ -187,13 +187,19 @@ class WrittenLists:
     async def put_lists(self, encoded: dict[str, bytes]) -> None:
         self.written.update(encoded)
 
+    async def add(self, increments: object) -> None:
+        """Popularity increments are not looked at here."""
+
+
+def refresher_writing_to(written: WrittenLists, users: dict[str, UserState], **settings: int):
+    stores = types.SimpleNamespace(popularity=written, lists=written)
+    return ListRefresher(dataclasses.replace(SETTINGS, **settings), stores, HeldStates(users))
+
 
 async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model):
-    settings = dataclasses.replace(SETTINGS, refresh_slice=2)
     fake = WrittenLists()
-    stores = types.SimpleNamespace(popularity=fake, lists=fake)
     users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
-    refresher = ListRefresher(settings, stores, HeldStates(users))
+    refresher = refresher_writing_to(fake, users, refresh_slice=2)
     refresher.model = model
     order: list[str] = []
     computed = refresher.lists
@@ -219,3 +225,73 @@ async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model)
 
     assert order[1:] == ["slice of 2", "other task", "slice of 2", "other task", "slice of 1"]
     assert sorted(fake.written) == sorted(users)
+
+
+async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next_batch(model):
+    users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
+    refresher = refresher_writing_to(WrittenLists(), users, refresh_slice=2)
+    refresher.model = model
+    order: list[str] = []
+    computed = refresher.lists
+
+    def lists(states, popular):
+        order.append(f"slice of {len(states)}")
+        return computed(states, popular)
+
+    refresher.lists = lists
+
+    async def stream() -> None:
+        """Full batches, each taking a few turns of the loop."""
+        while True:
+            for _ in range(3):
+                await asyncio.sleep(0)
+            order.append("full batch")
+            refresher.batch_applied(behind=True)
+
+    refresher.batch_applied(behind=True)
+    batches = asyncio.create_task(stream())
+    try:
+        await refresher.refresh(users)
+    finally:
+        batches.cancel()
+        refresher.close()
+
+    assert order == ["slice of 2", "full batch", "slice of 2", "full batch", "slice of 1"]
+
+
+async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model, monkeypatch):
+    monkeypatch.setattr("app.refresher.STREAM_WAIT", 0.2)
+    users = {f"u{n}": state_of("a", "b") for n in range(5)}
+    written = WrittenLists()
+    refresher = refresher_writing_to(written, users, refresh_slice=1)
+    refresher.model = model
+    refresher.batch_applied(behind=True)  # the last batch was full, and then nothing came
+    started = time.monotonic()
+    try:
+        await refresher.refresh(users)
+    finally:
+        refresher.close()
+
+    assert time.monotonic() - started < 0.4  # one wait, not one per slice (0.8 s)
+    assert sorted(written.written) == sorted(users)
+
+
+async def test_a_tick_rewrites_the_users_touched_longest_ago_and_leaves_the_rest(
+    model, monkeypatch
+):
+    monkeypatch.setattr("app.refresher.MAX_TICK_USERS", 3)
+    users = {f"u{n}": state_of("a", "b") for n in range(5)}
+    written = WrittenLists()
+    refresher = refresher_writing_to(written, users)
+    refresher.model = model
+    for user_id, state in users.items():
+        refresher.record(UserAction(user_id, "a", "click", WHEN), 1.0, state, WHEN)
+    try:
+        await refresher.tick()
+        first = sorted(written.written)
+        await refresher.tick()
+    finally:
+        refresher.close()
+
+    assert first == ["u0", "u1", "u2"]
+    assert sorted(written.written) == sorted(users) and not refresher.touched
