@@ -99,12 +99,12 @@ class RedisRecovery:
         recency.sort(reverse=True)
         batch = self.settings.refresh_batch
         for start in range(0, len(recency), batch):
-            states = {
-                user_id: state
+            users = {
+                user_id: history(state)
                 for _, user_id in recency[start : start + batch]
                 if (state := self.refresher.states.get(user_id)) is not None
             }
-            await self.refresher.refresh(states)
+            await self.refresher.refresh(users)
         log.info(
             "refilled Redis: %d users' lists, popularity of %d items in %.1f s",
             len(recency),

@@ -78,7 +78,7 @@ class ListRefresher:
         self.published: Published | None = None
         self.catalogue = CatalogueSnapshot()
         self.live = metrics.LiveHitRate()
-        self._touched: dict[str, UserState] = {}
+        self._touched: dict[str, UserHistory] = {}
         self._since: dict[str, float] = {}
         self._stale: dict[str, None] = {}
         self._popularity = accumulators(settings.half_lives)
@@ -93,17 +93,22 @@ class ListRefresher:
         return None if self.model is None else self.model.version
 
     @property
-    def touched(self) -> Mapping[str, UserState]:
-        """The users whose lists the next tick rewrites, with their states."""
+    def touched(self) -> Mapping[str, UserHistory]:
+        """The users whose lists the next tick rewrites, with what the policy reads of them."""
         return self._touched
 
     def record(
         self, action: UserAction, weight: float, state: UserState, received_at: float | None
     ) -> None:
         """Note an applied event and the user's new state: the user needs a new list, the
-        item gains popularity. Keeping the state saves the tick a table read per user; the
-        earliest unflushed Kafka timestamp (seconds) per user measures freshness."""
-        self._touched[action.user_id] = state
+        item gains popularity. Keeping the user's history saves the tick a table read per
+        user; the earliest unflushed Kafka timestamp (seconds) per user measures freshness.
+
+        A history holds only strings and numbers, which Python's garbage collector does not
+        track: a backlog can leave a million users waiting, and a million held table records
+        made every full collection (and Faust's own, on each rebalance) take seconds, long
+        enough for Kafka to drop the worker from its group."""
+        self._touched[action.user_id] = history(state)
         self._work_waiting.set()
         if received_at is not None:
             self._since.setdefault(action.user_id, received_at)
@@ -168,7 +173,7 @@ class ListRefresher:
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):
             del self._stale[user_id]
             if user_id not in states and (state := self.states.get(user_id)) is not None:
-                states[user_id] = state
+                states[user_id] = history(state)
         try:
             for increments in popularity.values():
                 await self.stores.popularity.add(increments)
@@ -188,8 +193,8 @@ class ListRefresher:
         if self._touched:
             self._work_waiting.set()
 
-    def _take_touched(self, limit: int) -> dict[str, UserState]:
-        """Remove and return the ``limit`` users touched longest ago, with their states."""
+    def _take_touched(self, limit: int) -> dict[str, UserHistory]:
+        """Remove and return the ``limit`` users touched longest ago, with their histories."""
         if len(self._touched) <= limit:
             states, self._touched = self._touched, {}
             return states
@@ -251,13 +256,14 @@ class ListRefresher:
         )
         return True
 
-    def lists(self, states: Mapping[str, UserState], popular: ranker.Scored) -> list[ServedList]:
+    def lists(self, users: Mapping[str, UserHistory], popular: ranker.Scored) -> list[ServedList]:
         """These users' lists under the serving policy."""
-        users = [history(state) for state in states.values()]
-        return serving.user_lists(self.model, users, self.catalogue, popular, self.rules)
+        return serving.user_lists(
+            self.model, list(users.values()), self.catalogue, popular, self.rules
+        )
 
-    async def refresh(self, states: Mapping[str, UserState]) -> dict[str, ServedList]:
-        """Recompute and cache these users' lists from their states; returns them by user."""
+    async def refresh(self, states: Mapping[str, UserHistory]) -> dict[str, ServedList]:
+        """Recompute and cache these users' lists from their histories; returns them by user."""
         async with self._write_lock:
             started = time.perf_counter()
             popular = await self.stores.popularity.top(
@@ -291,7 +297,7 @@ class ListRefresher:
         """The miss path: compute (and cache) a held user's list; popular for unknown users."""
         state = self.states.get(user_id)
         if state is not None:
-            return (await self.refresh({user_id: state}))[user_id]
+            return (await self.refresh({user_id: history(state)}))[user_id]
         popular = await self.stores.popularity.top(
             self.rules.popular_depth, self.rules.popularity_half_life
         )

@@ -42,7 +42,7 @@ from app import ranker
 from app.datasets import read_events
 from app.evaluation.offline import interaction_rows
 from app.models import UserState
-from app.refresher import ListRefresher
+from app.refresher import ListRefresher, history
 from app.retraining import als_params
 from app.settings import Settings
 from app.stores import Stores
@@ -129,7 +129,7 @@ async def fold_in_figures(
     refresher.model = model
     states = [
         {
-            f"u{i}": UserState(items={item: [w, 1, 0.0] for item, w in row.items()})
+            f"u{i}": history(UserState(items={item: [w, 1, 0.0] for item, w in row.items()}))
             for i, row in enumerate(b)
         }
         for b in batches

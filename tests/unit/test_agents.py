@@ -23,6 +23,7 @@ from app import agents
 from app.agents import ERROR_HEADER, ORIGIN_HEADER, EventProcessor
 from app.factory import Product, create_app
 from app.models import UserState
+from app.refresher import history
 from app.settings import Settings
 from app.state_codec import event_id_hash
 from app.topics import Topics, partition_for
@@ -176,7 +177,7 @@ async def test_a_valid_event_is_applied_to_its_users_state(worker):
     )
     assert worker.state == expected
     assert worker.changelog == [(KEY, expected)]
-    assert worker.touched == {USER: expected}
+    assert worker.touched == {USER: history(expected)}
     assert metric("recsys_events_processed_total", action="purchase") == processed + 1
     assert drained(worker.forwarded) == drained(worker.dead_letters) == []
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from app import ranker, serving
 from app.models import ItemRecord, UserAction, UserState, empty_state
 from app.redis_recovery import RedisRecovery
-from app.refresher import ListRefresher
+from app.refresher import ListRefresher, history
 from app.serving import CatalogueSnapshot, ServedList, UserHistory
 from app.settings import Settings
 from app.stores import Stores
@@ -66,6 +66,7 @@ STATES = {
     "personal": state_of("a", "b", "d", "b", "d"),  # 5 events: more than content_max_events
     "content": state_of("a"),  # 1 event: the catalogue matches it
 }
+HISTORIES = {user_id: history(state) for user_id, state in STATES.items()}
 
 
 class HeldStates:
@@ -132,7 +133,7 @@ def assert_same_list(served: ServedList, expected: ServedList) -> None:
 
 @pytest.mark.parametrize("user", ["personal", "content"])
 def test_the_refreshers_list_is_the_policys(refresher, user):
-    (served,) = refresher.lists({user: STATES[user]}, POPULAR)
+    (served,) = refresher.lists({user: history(STATES[user])}, POPULAR)
 
     assert served["source"] == user
     assert served["items"]
@@ -140,7 +141,7 @@ def test_the_refreshers_list_is_the_policys(refresher, user):
 
 
 def test_the_personal_list_is_the_models_ranking_of_unseen_available_items(refresher, model):
-    (served,) = refresher.lists({"personal": STATES["personal"]}, POPULAR)
+    (served,) = refresher.lists({"personal": history(STATES["personal"])}, POPULAR)
 
     [ranked] = ranker.recommend(model, [STATES["personal"].weights()], 5, exclude={SOLD_OUT})
     assert served["items"] == ranked
@@ -149,7 +150,7 @@ def test_the_personal_list_is_the_models_ranking_of_unseen_available_items(refre
 
 def test_an_unavailable_item_is_never_listed(refresher, recovery):
     served = [
-        *refresher.lists(STATES, POPULAR),
+        *refresher.lists(HISTORIES, POPULAR),
         *(recovery.list_without_redis(user) for user in [*STATES, "nobody"]),
     ]
 
@@ -160,7 +161,7 @@ def test_an_unavailable_item_is_never_listed(refresher, recovery):
 
 @pytest.mark.parametrize("user", ["personal", "content"])
 def test_without_redis_a_held_user_gets_the_refreshers_list(refresher, recovery, user):
-    (refreshed,) = refresher.lists({user: STATES[user]}, POPULAR)
+    (refreshed,) = refresher.lists({user: history(STATES[user])}, POPULAR)
 
     assert_same_list(recovery.list_without_redis(user), refreshed)
 
@@ -218,7 +219,7 @@ async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model)
     other = asyncio.create_task(other_task())
     await asyncio.sleep(0)
     try:
-        await refresher.refresh(users)
+        await refresher.refresh({user: history(state) for user, state in users.items()})
     finally:
         other.cancel()
         refresher.close()
@@ -251,7 +252,7 @@ async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next
     refresher.batch_applied(behind=True)
     batches = asyncio.create_task(stream())
     try:
-        await refresher.refresh(users)
+        await refresher.refresh({user: history(state) for user, state in users.items()})
     finally:
         batches.cancel()
         refresher.close()
@@ -268,7 +269,7 @@ async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model
     refresher.batch_applied(behind=True)  # the last batch was full, and then nothing came
     started = time.monotonic()
     try:
-        await refresher.refresh(users)
+        await refresher.refresh({user: history(state) for user, state in users.items()})
     finally:
         refresher.close()
 
