@@ -9,8 +9,8 @@ grows with the load instead of a fixed clock adding its period.
 Lists are computed on the event loop, ``refresh_slice`` users at a time with a yield between
 slices. On a thread they shared the GIL with the loop and Faust's consumer thread, and that
 contention, not the work, held a worker to about 870 of 1,000 events/s (docs/BENCHMARKS.md).
-While the stream is behind (its last batch was full: more events wait in Kafka), each slice
-waits for the stream's next batch instead: the table state, which is what survives a crash,
+While the stream is behind (more than a batch of events waits in Kafka), each slice waits
+for the stream's next batch instead: the table state, which is what survives a crash,
 catches up first, and a user touched again while waiting is re-ranked once, not once per event.
 Decoding and indexing a new model, which are rare and mostly numpy and hnswlib, stay on the
 solver thread.
@@ -118,7 +118,7 @@ class ListRefresher:
             popularity.add(action.item_id, weight, action.timestamp)
 
     def batch_applied(self, behind: bool) -> None:
-        """The stream applied a batch; ``behind`` when it was full, so more events wait."""
+        """The stream applied a batch; ``behind`` when more than a batch waits in Kafka."""
         self._stream_behind = behind
         self._batch_applied.set()
 
@@ -168,24 +168,24 @@ class ListRefresher:
         """
         popularity = self._popularity
         self._popularity = accumulators(popularity)
-        states = self._take_touched(MAX_TICK_USERS)
-        since = {user_id: self._since.pop(user_id) for user_id in states if user_id in self._since}
+        users = self._take_touched(MAX_TICK_USERS)
+        since = {user_id: self._since.pop(user_id) for user_id in users if user_id in self._since}
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):
             del self._stale[user_id]
-            if user_id not in states and (state := self.states.get(user_id)) is not None:
-                states[user_id] = history(state)
+            if user_id not in users and (state := self.states.get(user_id)) is not None:
+                users[user_id] = history(state)
         try:
             for increments in popularity.values():
                 await self.stores.popularity.add(increments)
-            if states:
-                await self.refresh(states)
+            if users:
+                await self.refresh(users)
         except Exception:
             for user_id, received_at in since.items():
                 self._since.setdefault(user_id, received_at)
             for half_life, increments in popularity.items():
                 self._popularity[half_life].merge(increments)
-            for user_id, state in states.items():
-                self._touched.setdefault(user_id, state)
+            for user_id, user in users.items():
+                self._touched.setdefault(user_id, user)
             raise
         written = time.time()
         for received_at in since.values():
@@ -196,8 +196,8 @@ class ListRefresher:
     def _take_touched(self, limit: int) -> dict[str, UserHistory]:
         """Remove and return the ``limit`` users touched longest ago, with their histories."""
         if len(self._touched) <= limit:
-            states, self._touched = self._touched, {}
-            return states
+            taken, self._touched = self._touched, {}
+            return taken
         return {
             user_id: self._touched.pop(user_id) for user_id in list(islice(self._touched, limit))
         }
@@ -262,19 +262,19 @@ class ListRefresher:
             self.model, list(users.values()), self.catalogue, popular, self.rules
         )
 
-    async def refresh(self, states: Mapping[str, UserHistory]) -> dict[str, ServedList]:
+    async def refresh(self, histories: Mapping[str, UserHistory]) -> dict[str, ServedList]:
         """Recompute and cache these users' lists from their histories; returns them by user."""
         async with self._write_lock:
             started = time.perf_counter()
             popular = await self.stores.popularity.top(
                 self.rules.popular_depth, self.rules.popularity_half_life
             )
-            users, step = list(states), self.settings.refresh_slice
+            users, step = list(histories), self.settings.refresh_slice
             lists: dict[str, ServedList] = {}
             for start in range(0, len(users), step):
                 if start:
                     await self._yield_to_the_stream()
-                chunk = {user_id: states[user_id] for user_id in users[start : start + step]}
+                chunk = {user_id: histories[user_id] for user_id in users[start : start + step]}
                 lists.update(zip(chunk, self.lists(chunk, popular), strict=True))
             await self.stores.lists.put_lists(
                 {user_id: encode_list(entry) for user_id, entry in lists.items()}

@@ -197,19 +197,25 @@ def refresher_writing_to(written: WrittenLists, users: dict[str, UserState], **s
     return ListRefresher(dataclasses.replace(SETTINGS, **settings), stores, HeldStates(users))
 
 
+def slices_logged(refresher: ListRefresher) -> list[str]:
+    """A log that gets "slice of N" each time the refresher computes the lists of N users."""
+    order: list[str] = []
+    computed = refresher.lists
+
+    def lists(users, popular):
+        order.append(f"slice of {len(users)}")
+        return computed(users, popular)
+
+    refresher.lists = lists
+    return order
+
+
 async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model):
     fake = WrittenLists()
     users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
     refresher = refresher_writing_to(fake, users, refresh_slice=2)
     refresher.model = model
-    order: list[str] = []
-    computed = refresher.lists
-
-    def lists(states, popular):
-        order.append(f"slice of {len(states)}")
-        return computed(states, popular)
-
-    refresher.lists = lists
+    order = slices_logged(refresher)
 
     async def other_task() -> None:
         while True:
@@ -232,21 +238,14 @@ async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next
     users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
     refresher = refresher_writing_to(WrittenLists(), users, refresh_slice=2)
     refresher.model = model
-    order: list[str] = []
-    computed = refresher.lists
-
-    def lists(states, popular):
-        order.append(f"slice of {len(states)}")
-        return computed(states, popular)
-
-    refresher.lists = lists
+    order = slices_logged(refresher)
 
     async def stream() -> None:
-        """Full batches, each taking a few turns of the loop."""
+        """Batches with more waiting behind them, each taking a few turns of the loop."""
         while True:
             for _ in range(3):
                 await asyncio.sleep(0)
-            order.append("full batch")
+            order.append("batch")
             refresher.batch_applied(behind=True)
 
     refresher.batch_applied(behind=True)
@@ -257,7 +256,7 @@ async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next
         batches.cancel()
         refresher.close()
 
-    assert order == ["slice of 2", "full batch", "slice of 2", "full batch", "slice of 1"]
+    assert order == ["slice of 2", "batch", "slice of 2", "batch", "slice of 1"]
 
 
 async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model, monkeypatch):
@@ -266,7 +265,7 @@ async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model
     written = WrittenLists()
     refresher = refresher_writing_to(written, users, refresh_slice=1)
     refresher.model = model
-    refresher.batch_applied(behind=True)  # the last batch was full, and then nothing came
+    refresher.batch_applied(behind=True)  # more was waiting, and then nothing came
     started = time.monotonic()
     try:
         await refresher.refresh({user: history(state) for user, state in users.items()})
