@@ -20,7 +20,7 @@ For each worker count (a fresh app id, topics and Redis prefix each run):
    it includes the wait in Kafka's queue, so it says how far behind the pipeline is, not how
    fresh it is when it keeps up.
 4. **Paced** phases at ``--rates`` events/s (Kafka, 10 sends a second) with the same probes:
-   freshness when the pipeline keeps up.
+   freshness when the pipeline keeps up, and the rate it applied while the events were sent.
 5. **Memory**: peak RSS of each worker and of its trainer child (sampled every second; the
    trainer is a subprocess per worker, one active by Redis lease), Redis ``used_memory`` before
    and after, Kafka bytes on disk per event (the run's ``user-actions`` partitions and the
@@ -293,17 +293,17 @@ async def paced(
             next_at += 0.1
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await producer.flush()
+        applied = await processed(http, urls) - first
+        sending = time.monotonic() - started
     finally:
         await producer.stop()
         stop.set()
-    freshness = await probing
-    applied = await processed(http, urls) - first
     return {
         "rate": rate,
         "seconds": seconds,
         "sent": sent,
-        "applied_in_window_per_s": round(applied / (time.monotonic() - started)),
-        "freshness_ms": percentiles_ms(freshness),
+        "applied_while_sending_per_s": round(applied / sending),
+        "freshness_ms": percentiles_ms(await probing),
     }
 
 
@@ -462,7 +462,7 @@ def print_summary(runs: list[dict]) -> None:
         for p in r["paced"]:
             fp = p["freshness_ms"]
             print(
-                f"        paced {p['rate']}/s: applied {p['applied_in_window_per_s']}/s, "
+                f"        paced {p['rate']}/s: applied {p['applied_while_sending_per_s']}/s, "
                 f"freshness p50 {fp.get('p50')} ms p99 {fp.get('p99')} ms "
                 f"({fp['count']} probes, {fp.get('late', 0)} late)"
             )
