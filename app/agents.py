@@ -147,11 +147,11 @@ class EventProcessor:
         return key
 
 
-def records_behind(events: Sequence[EventT], highwater: Callable[[TP], int | None]) -> int:
-    """Records in Kafka after this batch, over its partitions: ``highwater`` is the consumer's
-    last known next offset of a partition (None before its first fetch: counted as none)."""
+def more_waiting(events: Sequence[EventT], highwater: Callable[[TP], int | None]) -> bool:
+    """Whether Kafka holds records after this batch in any of its partitions: ``highwater`` is
+    the consumer's last known next offset of a partition (None before its first fetch)."""
     last = {event.message.tp: event.message.offset for event in events}
-    return sum(max(0, (highwater(tp) or 0) - offset - 1) for tp, offset in last.items())
+    return any((highwater(tp) or 0) > offset + 1 for tp, offset in last.items())
 
 
 def add_agents(product: Product) -> None:
@@ -172,8 +172,7 @@ def add_agents(product: Product) -> None:
     async def process_user_actions(stream: StreamT) -> None:
         async for events in stream.take_events(batch_events, within=batch_wait):
             await processor.apply(events)
-            behind = records_behind(events, highwater) >= batch_events
-            product.refresher.batch_applied(behind)
+            product.refresher.batch_applied(behind=more_waiting(events, highwater))
 
     async def store_items(stream: StreamT) -> None:
         """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""

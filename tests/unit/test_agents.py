@@ -339,12 +339,25 @@ async def test_a_batch_reads_each_users_state_in_that_users_partition(batching_w
     assert len({partition for _, partition in read_in}) > 1
 
 
-def test_records_behind_a_batch_count_from_each_partitions_last_event_to_its_highwater():
-    def event(partition: int, offset: int) -> Any:
-        tp = TP("user-actions", partition)
-        return types.SimpleNamespace(message=types.SimpleNamespace(tp=tp, offset=offset))
+def batch_at(*positions: tuple[int, int]) -> list[Any]:
+    """Events of ``user-actions`` at these (partition, offset) positions."""
+    return [
+        types.SimpleNamespace(
+            message=types.SimpleNamespace(tp=TP("user-actions", partition), offset=offset)
+        )
+        for partition, offset in positions
+    ]
 
-    batch = [event(0, 10), event(1, 4), event(0, 11), event(2, 7)]
-    highwaters = {TP("user-actions", 0): 2012, TP("user-actions", 1): 5}  # 2: never fetched
 
-    assert agents.records_behind(batch, highwaters.get) == 2000
+def test_more_is_waiting_when_a_partition_has_records_after_the_batchs_last_event():
+    batch = batch_at((0, 10), (1, 4), (0, 11))
+    highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 6}
+
+    assert agents.more_waiting(batch, highwaters.get)
+
+
+def test_nothing_is_waiting_at_the_highwater_or_before_a_partitions_first_fetch():
+    batch = batch_at((0, 10), (1, 4), (0, 11), (2, 7))
+    highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 5}  # 2: never fetched
+
+    assert not agents.more_waiting(batch, highwaters.get)
