@@ -474,18 +474,17 @@ async def main(args: argparse.Namespace) -> None:
     keys, values = generate(args)
     generated = time.monotonic() - started
     print(f"generated {len(keys)} events in {generated:.1f} s")
-    runs = []
-    for count in args.workers:
-        runs.append(await run(count, args, keys, values))
-        print_summary(runs[-1:])
     report = {
         "machine": conditions,
         "args": {k: str(v) for k, v in vars(args).items()},
         "generate_seconds": round(generated, 1),
-        "runs": runs,
+        "runs": [],
     }
-    print_summary(runs)
-    write_report(report, args.out)
+    for count in args.workers:
+        report["runs"].append(await run(count, args, keys, values))
+        print_summary(report["runs"][-1:])
+        write_report(report, args.out)  # an hour-long run keeps each finished worker count
+    print_summary(report["runs"])
 
 
 if __name__ == "__main__":
