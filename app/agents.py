@@ -142,7 +142,9 @@ class EventProcessor:
         states[key] = state.with_action(
             action, weight, message.offset, origin, self.settings.max_items_per_user
         )
-        metrics.events_processed.labels(action.action).inc()
+        metrics.events_processed.labels(
+            metrics.action_label(action.action, self.settings.action_weights)
+        ).inc()
         self.refresher.record(action, weight, states[key], message.timestamp)
         return key
 

@@ -283,7 +283,7 @@ class ListRefresher:
                 {user_id: encode_list(entry) for user_id, entry in lists.items()}
             )
             metrics.fold_in_seconds.observe(time.perf_counter() - started)
-            metrics.fold_in_batch_size.observe(len(lists))
+            metrics.fold_in_batch_users.observe(len(lists))
             for user_id, entry in lists.items():
                 self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
             return lists

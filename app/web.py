@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +44,30 @@ PAGE_PATH = Path(__file__).parent / "static" / "index.html"
 def demo_page() -> str:
     """The demo page's HTML, read on its first request."""
     return PAGE_PATH.read_text(encoding="utf-8")
+
+
+@aiohttp.web.middleware
+async def timed_requests(
+    request: aiohttp.web.Request,
+    handler: Callable[[aiohttp.web.Request], Awaitable[StreamResponse]],
+) -> StreamResponse:
+    """Time every request under its route's template and its status, refusals and unknown paths
+    included; never under the client's path, where each user id would be a new series."""
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except aiohttp.web.HTTPException as error:
+        status = error.status
+        raise
+    finally:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.http_request_seconds.labels(route, str(status)).observe(
+            time.perf_counter() - started
+        )
 
 
 class ProductView(web.View):
@@ -177,13 +201,15 @@ class Events(ProductView):
         try:
             actions = parse_request(payload, self.product.settings, time.time())
         except InvalidEvent as error:
-            metrics.events_invalid.inc()
             return self.error(400, "invalid event", **error.as_dict())
         messages = [(action.user_id.encode(), action.dumps()) for action in actions]
         response = await self.produce(self.product.topics.user_actions, messages, "events")
         if response.status == 202:
+            configured = self.product.settings.action_weights
             for action in actions:
-                metrics.events_accepted.labels(action.action).inc()
+                metrics.events_accepted.labels(
+                    metrics.action_label(action.action, configured)
+                ).inc()
         return response
 
 

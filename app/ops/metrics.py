@@ -9,14 +9,14 @@ No Faust import here, so the recommender (used by benchmarks without a worker) c
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+OTHER_ACTION = "other"
 events_accepted = Counter(
     "recsys_events_accepted", "Events acknowledged by Kafka for POST /events.", ["action"]
 )
-events_invalid = Counter("recsys_events_invalid", "Events refused by POST /events with a 400.")
 events_processed = Counter(
     "recsys_events_processed", "Events applied to a user's state by the stream.", ["action"]
 )
@@ -29,8 +29,8 @@ duplicates_skipped = Counter(
     "recsys_duplicates_skipped", "Re-delivered messages recognised as already applied."
 )
 rekeyed = Counter("recsys_events_rekeyed", "Messages moved to their user's partition.")
-fold_in_batch_size = Histogram(
-    "recsys_fold_in_batch_size",
+fold_in_batch_users = Histogram(
+    "recsys_fold_in_batch_users",
     "Users whose lists one fold-in recomputed.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000),
 )
@@ -45,7 +45,7 @@ freshness_seconds = Histogram(
     buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
 )
 consumer_lag = Gauge(
-    "recsys_consumer_lag",
+    "recsys_consumer_lag_records",
     "Records of this worker's partitions not yet committed: log end minus committed offset.",
     ["topic", "partition"],
 )
@@ -62,8 +62,14 @@ live_hits = Counter(
 live_trials = Counter(
     "recsys_live_trials", "Positive events of users with a top 10 written by this worker."
 )
-live_hit_rate = Gauge(
-    "recsys_live_hit_rate_at_10", "HR@10 over the last LIVE_WINDOW live trials (test, then learn)."
+live_hit_ratio = Gauge(
+    "recsys_live_hit_at_10_ratio", "HR@10 over the last LIVE_WINDOW live trials (test, then learn)."
+)
+http_request_seconds = Histogram(
+    "recsys_http_request_duration_seconds",
+    "Time to answer an HTTP request, by route template and status (its _count counts them).",
+    ["route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 LIVE_WINDOW = 1000
 TOP_K = 10
@@ -99,7 +105,7 @@ class LiveHitRate:
         self._window_hits += hit
         if len(self._window) > LIVE_WINDOW:
             self._window_hits -= self._window.popleft()
-        live_hit_rate.set(self.rate)
+        live_hit_ratio.set(self.rate)
 
     @property
     def rate(self) -> float:
@@ -112,3 +118,9 @@ def set_consumer_lag(lag: Mapping[tuple[str, int], int]) -> None:
     consumer_lag.clear()
     for (topic, partition), records in lag.items():
         consumer_lag.labels(topic, str(partition)).set(records)
+
+
+def action_label(action: str, configured: Collection[str]) -> str:
+    """The ``action`` label of an event: its action when configured, else ``other``. A label
+    never takes a client's string: each new one is a series in every worker and in Prometheus."""
+    return action if action in configured else OTHER_ACTION

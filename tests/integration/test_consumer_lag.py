@@ -66,7 +66,7 @@ async def lag_by_partition(http: aiohttp.ClientSession, url: str, topic: str) ->
         sample.labels["partition"]: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name == "recsys_consumer_lag" and sample.labels["topic"] == topic
+        if sample.name == "recsys_consumer_lag_records" and sample.labels["topic"] == topic
     }
 
 

@@ -142,7 +142,7 @@ async def test_metrics_count_freshness_and_live_hits_as_events_arrive(worker, ht
         == accepted_before + 1
     )
     assert await get_metric(http, worker.url, "recsys_live_hits_total") >= 1
-    assert 0 < await get_metric(http, worker.url, "recsys_live_hit_rate_at_10") <= 1
+    assert 0 < await get_metric(http, worker.url, "recsys_live_hit_at_10_ratio") <= 1
     assert await get_metric(http, worker.url, "recsys_fold_in_seconds_count") > 0
     assert await get_metric(http, worker.url, "recsys_cache_requests_total", result="hit") > 0
     assert await get_metric(http, worker.url, "recsys_model_info") == 1

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from yarl import URL
 
-from harness.http import eventually, get_json, get_metric
+from harness.http import eventually, get_json, get_metric, post_json
 from harness.services import KAFKA_BOOTSTRAP, REDIS_URL
 from harness.worker import WorkerProcess, running_worker, worker_env
 
@@ -321,3 +321,26 @@ def test_no_generated_request_gets_a_5xx(target, body, read):
         assert got.status < 500, (url, got.status)
     finally:
         connection.close()
+
+
+async def test_made_up_actions_and_user_ids_add_no_metric_series(target, http):
+    made_up = [event(user_id=f"visitor-{n}", action=f"made-up-{n}") for n in range(30)]
+    before = await get_metric(http, target.url, "recsys_events_processed_total", action="other")
+
+    status, _ = await post_json(http, f"{target.url}/events", {"events": made_up})
+    for n in range(30):
+        await get_json(http, f"{target.url}/recommend/visitor-{n}")
+
+    assert status == 202
+
+    async def all_counted_as_other() -> bool | None:
+        processed = await get_metric(
+            http, target.url, "recsys_events_processed_total", action="other"
+        )
+        return True if processed >= before + len(made_up) else None
+
+    await eventually(all_counted_as_other, within=10)
+    async with http.get(f"{target.url}/metrics") as response:
+        exposition = await response.text()
+    assert "made-up-" not in exposition
+    assert "visitor-" not in exposition

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import orjson
+import prometheus_client
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient, TestServer
@@ -102,3 +103,34 @@ async def test_health_while_redis_is_unreachable_is_503_with_redis_false(client)
         "redis": False,
         "model_version": None,
     }
+
+
+async def test_a_request_is_timed_under_its_route_template_and_status_not_its_path(client):
+    name, labels = (
+        "recsys_http_request_duration_seconds_count",
+        {
+            "route": "/recommend/{user_id}",
+            "status": "400",
+        },
+    )
+    before = prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    response = await client.get("/recommend/visitor-7f3a", params={"n": "0"})
+
+    assert response.status == 400
+    assert prometheus_client.REGISTRY.get_sample_value(name, labels) == before + 1
+    assert b"visitor-7f3a" not in prometheus_client.generate_latest()
+
+
+async def test_a_request_to_an_unknown_path_is_timed_as_unmatched(client):
+    name, labels = "recsys_http_request_duration_seconds_count", {
+        "route": "unmatched",
+        "status": "404",
+    }
+    before = prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    response = await client.get("/no-such-page-5c1e")
+
+    assert response.status == 404
+    assert prometheus_client.REGISTRY.get_sample_value(name, labels) == before + 1
+    assert b"no-such-page-5c1e" not in prometheus_client.generate_latest()
