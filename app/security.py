@@ -4,8 +4,8 @@ With ``RECSYS_API_KEY`` set, a request needs the key, sent as ``Authorization: B
 or ``X-API-Key: <key>``, when it can change something (any method but GET, HEAD and OPTIONS:
 ``POST /events``, ``POST /items``, ``POST /admin/...``) or reads something outside the public
 read API (Faust's own pages, ``/metrics``). The public reads need it only with
-``RECSYS_API_KEY_FOR_READS``; ``/health`` stays open for probes. Keys are compared in constant
-time.
+``RECSYS_API_KEY_FOR_READS``; ``/health``, ``/livez`` and ``/readyz`` stay open for probes.
+Keys are compared in constant time.
 
 The middleware also reads every request body before any view runs, within a size limit (413)
 and a time limit (408): a slow or oversized upload is refused without tying up a view. The view
@@ -26,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/livez", "/readyz"})
 PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/items")
 """The read API. Any other path a GET reaches (Faust's built-in pages) counts as admin."""
 PUBLIC_READ_PATHS = frozenset({"/"})

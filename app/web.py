@@ -88,6 +88,11 @@ class ProductView(web.View):
             return self.error(400, f"n: must be a whole number from 1 to {limit}")
         return int(raw)
 
+    def recovered(self) -> bool:
+        """Whether the tables have recovered from their changelogs, so writes build on them."""
+        app = self.product.faust
+        return app.tables.recovery.completed.is_set() and not app.in_recovery
+
     def service_unavailable(self, reason: str) -> web.Response:
         return self.error(503, reason, headers={"Retry-After": RETRY_AFTER_SECONDS})
 
@@ -375,13 +380,38 @@ class Retrain(ProductView):
         )
 
 
-@route("/health")
-class Health(ProductView):
-    """``GET /health``: 200 once tables are recovered and Redis answers, 503 before."""
+@route("/livez")
+class Liveness(ProductView):
+    """``GET /livez``: 200 while the process answers HTTP; the liveness probe. It asks nothing
+    outside the process: a Kafka or Redis outage is no reason to restart a worker."""
 
     async def get(self, request: web.Request) -> web.Response:
-        app = self.product.faust
-        recovered = app.tables.recovery.completed.is_set() and not app.in_recovery
+        return self.json({"status": "live"})
+
+
+@route("/readyz")
+class Readiness(ProductView):
+    """``GET /readyz``: 200 once the tables have recovered, 503 before; the readiness probe.
+    Redis is not asked: reads keep answering without it, so its outage must not take every
+    replica out of service."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        if self.recovered():
+            return self.json({"status": "ready", "recovered": True})
+        return self.json(
+            {"status": "recovering", "recovered": False},
+            status=503,
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+
+@route("/health")
+class Health(ProductView):
+    """``GET /health``: 200 once tables are recovered and Redis answers, 503 before. Kept for
+    compatibility; probes use ``/livez`` and ``/readyz``."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        recovered = self.recovered()
         try:
             redis_ok = await self.product.stores.lists.ping()
         except (RedisError, OSError):

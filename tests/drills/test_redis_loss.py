@@ -156,3 +156,18 @@ async def test_while_redis_restarts_empty_reads_answer_200_and_everything_comes_
     )
     assert clients.answered_between(down_at, up_at) > 0, "requests must reach the outage"
     assert clients.failures() == []
+
+
+async def test_while_redis_is_down_the_worker_stays_ready_and_health_reports_it(deployment, http):
+    deployment.server.kill()
+    try:
+        ready, readiness = await get_json(http, f"{deployment.process.url}/readyz")
+        live, _ = await get_json(http, f"{deployment.process.url}/livez")
+        health, body = await get_json(http, f"{deployment.process.url}/health")
+    finally:
+        deployment.server.start()
+    await eventually(lambda: refilled(deployment.redis, deployment.prefix), within=30, interval=0.2)
+
+    assert (ready, readiness) == (200, {"status": "ready", "recovered": True})
+    assert live == 200
+    assert (health, body["redis"]) == (503, False)

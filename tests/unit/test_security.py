@@ -130,8 +130,9 @@ def test_keys_are_compared_whole_and_exactly():
     assert not key_matches("ключ", KEY), "a non-ASCII key is refused, not an error"
 
 
-def test_health_never_needs_the_key():
-    assert not needs_key(keyed(api_key_for_reads=True), "GET", "/health")
+@pytest.mark.parametrize("path", ["/health", "/livez", "/readyz"])
+def test_the_probes_never_need_the_key(path):
+    assert not needs_key(keyed(api_key_for_reads=True), "GET", path)
 
 
 def test_the_demo_page_is_a_public_read_but_opens_no_other_path():

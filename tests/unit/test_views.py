@@ -123,10 +123,13 @@ async def test_a_request_is_timed_under_its_route_template_and_status_not_its_pa
 
 
 async def test_a_request_to_an_unknown_path_is_timed_as_unmatched(client):
-    name, labels = "recsys_http_request_duration_seconds_count", {
-        "route": "unmatched",
-        "status": "404",
-    }
+    name, labels = (
+        "recsys_http_request_duration_seconds_count",
+        {
+            "route": "unmatched",
+            "status": "404",
+        },
+    )
     before = prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
 
     response = await client.get("/no-such-page-5c1e")
@@ -134,3 +137,18 @@ async def test_a_request_to_an_unknown_path_is_timed_as_unmatched(client):
     assert response.status == 404
     assert prometheus_client.REGISTRY.get_sample_value(name, labels) == before + 1
     assert b"no-such-page-5c1e" not in prometheus_client.generate_latest()
+
+
+async def test_livez_answers_200_with_kafka_and_redis_unreachable(client):
+    response = await client.get("/livez")
+
+    assert response.status == 200
+    assert await response.json() == {"status": "live"}
+
+
+async def test_readyz_before_the_tables_recovered_is_503_with_retry_after(client):
+    response = await client.get("/readyz")
+
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "5"
+    assert await response.json() == {"status": "recovering", "recovered": False}
