@@ -76,9 +76,13 @@ class WorkerProcess:
     """One worker process with these settings. A drill may kill -9 it and start it again: the
     settings (names, port, data folder) stay, and the log goes on in the same file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, python: str = sys.executable, cwd: Path = ROOT
+    ) -> None:
         self.env = env
         self.log_path = log_path
+        self.python = python
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,8 +120,8 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "worker", "-l", "info"],
-                cwd=ROOT,
+                [self.python, "-m", "app", "worker", "-l", "info"],
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -159,12 +163,15 @@ class WorkerProcess:
 
 
 @contextmanager
-def running_worker(env: dict[str, str], log_path: Path) -> Iterator[WorkerProcess]:
+def running_worker(
+    env: dict[str, str], log_path: Path, python: str = sys.executable, cwd: Path = ROOT
+) -> Iterator[WorkerProcess]:
     """A worker with these settings (its topics created first), ready before the block and
-    stopped after it, whatever happened to it inside."""
+    stopped after it, whatever happened to it inside. ``python`` and ``cwd`` run another
+    installation of the product (the wheel's test)."""
     require_services(env)
     create_topics(env)
-    worker = WorkerProcess(env, log_path)
+    worker = WorkerProcess(env, log_path, python, cwd)
     worker.start()
     try:
         worker.wait_ready()
