@@ -77,7 +77,7 @@ def add_jobs(product: Product) -> None:
         await product.catch_up.check()
 
     async def measure_consumer_lag() -> None:
-        metrics.set_consumer_lag(await consumer_lag.measure(app.consumer))
+        metrics.set_consumer_lag(await consumer_lag.measure(app.consumer.assignment()))
 
     async def close_consumer_lag(_app: Any, **_signal: Any) -> None:
         await consumer_lag.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import aiohttp
@@ -12,22 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.ops.consumer_lag import ConsumerLag
 from harness.http import eventually, post_json
 from harness.services import KAFKA_BOOTSTRAP
-
-
-class ConsumerView:
-    """The part of Faust's consumer that ConsumerLag reads, over a plain aiokafka consumer."""
-
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
-        self.consumer = consumer
-
-    def assignment(self) -> set[TopicPartition]:
-        return self.consumer.assignment()
-
-    async def highwaters(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
-        return await self.consumer.end_offsets(list(partitions))
-
-    async def earliest_offsets(self, *partitions: TopicPartition) -> dict[TopicPartition, int]:
-        return await self.consumer.beginning_offsets(list(partitions))
+from harness.worker import running_worker, worker_env
 
 
 async def test_lag_is_measured_against_the_broker():
@@ -51,9 +37,9 @@ async def test_lag_is_measured_against_the_broker():
         first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
         consumer.assign([first, second])
         await consumer.commit({first: 2})
-        assert await lag.measure(ConsumerView(consumer)) == {first: 3, second: 3}
+        assert await lag.measure(consumer.assignment()) == {first: 3, second: 3}
         await consumer.commit({second: 3})
-        assert await lag.measure(ConsumerView(consumer)) == {first: 3, second: 0}
+        assert await lag.measure(consumer.assignment()) == {first: 3, second: 0}
     finally:
         await lag.close()
         await consumer.stop()
@@ -83,3 +69,15 @@ async def test_the_worker_reports_each_partition_it_owns_and_catches_up_to_zero(
         return lag if set(lag) == every_partition and not any(lag.values()) else None
 
     await eventually(caught_up, within=20, interval=0.5)
+
+
+async def test_measuring_never_committed_partitions_leaves_the_lag_timer_on_time(tmp_path):
+    """An idle fresh worker: its ``items`` partitions are never committed. The lag was once
+    asked of the worker's own consumer, which answered between 1-s fetches, and the 2-s timer
+    warned that it overlapped every 4.5 s."""
+    env = worker_env(tmp_path, RECSYS_RUN_TRAINER="false")
+    with running_worker(env, tmp_path / "worker.log") as idle:
+        await asyncio.sleep(12)
+        log = idle.log_path.read_text(errors="replace")
+
+    assert "measure_consumer_lag is overlapping" not in log
