@@ -43,9 +43,12 @@ class Product:
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """The Faust app alone: broker, store, web server and producer settings."""
+    """The Faust app alone: broker, store, web server and producer settings. Faust reads none
+    of its own environment variables (``env={}``): they would win over these, and
+    ``PRODUCER_ACKS=1`` would break the promise that a 202 means every replica has the event."""
     return faust.App(
         settings.app_id,
+        env={},
         broker=settings.kafka_broker,
         store=settings.store,
         datadir=settings.data_dir,

@@ -2,6 +2,7 @@
 
 import pytest
 
+from app.factory import faust_app
 from app.settings import Settings, SettingsError
 
 
@@ -90,3 +91,21 @@ def test_the_defaults_are_in_range():
 def test_a_value_out_of_range_is_refused_at_start_naming_the_variable(name, value, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({name: value}).validate()
+
+
+def test_fausts_own_environment_variables_do_not_override_the_products_settings(monkeypatch):
+    for name, value in {
+        "PRODUCER_ACKS": "1",
+        "WEB_PORT": "7777",
+        "BROKER_URL": "kafka://elsewhere:9092",
+        "BROKER_SESSION_TIMEOUT": "99",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(web_port=6123)
+
+    conf = faust_app(settings).conf
+
+    assert conf.producer_acks == -1, "a 202 means every in-sync replica has the event"
+    assert conf.web_port == 6123
+    assert [str(url) for url in conf.broker] == [settings.kafka_broker]
+    assert conf.broker_session_timeout == settings.session_timeout
