@@ -65,7 +65,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         web_application_options={
             "client_max_size": settings.max_body_bytes,
-            "middlewares": [web.timed_requests, request_guard(settings)],
+            "middlewares": [web.timed_requests, web.json_errors, request_guard(settings)],
         },
     )
 

@@ -27,9 +27,10 @@ Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 OPEN_PATHS = frozenset({"/health", "/livez", "/readyz"})
-PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/items")
-"""The read API. Any other path a GET reaches (Faust's built-in pages) counts as admin."""
-PUBLIC_READ_PATHS = frozenset({"/"})
+PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/items", "/docs/")
+"""The read API and its description. Any other path a GET reaches (Faust's built-in pages)
+counts as admin."""
+PUBLIC_READ_PATHS = frozenset({"/", "/openapi.json"})
 """Public reads matched exactly: the demo page (as a prefix, "/" would open every path)."""
 
 

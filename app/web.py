@@ -23,9 +23,11 @@ from aiokafka.errors import KafkaError
 from faust import web
 from faust.types import TopicT
 from redis.exceptions import RedisError
+from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 from yarl import URL
 
 from app import serving
+from app.api import openapi_document
 from app.models import COUNT, LAST_AT, WEIGHT
 from app.ops import metrics
 from app.stores.catalogue import encode_item
@@ -37,13 +39,33 @@ if TYPE_CHECKING:
     from app.factory import Product
 
 RETRY_AFTER_SECONDS = "5"
-PAGE_PATH = Path(__file__).parent / "static" / "index.html"
+STATIC = Path(__file__).parent / "static"
+SWAGGER_UI_ASSETS = SWAGGER_UI_PY_ROOT / "static"
+"""Swagger UI's release pinned with swagger-ui-py, shipped in its wheel: nothing is fetched."""
 
 
 @cache
-def demo_page() -> str:
-    """The demo page's HTML, read on its first request."""
-    return PAGE_PATH.read_text(encoding="utf-8")
+def static_page(name: str) -> str:
+    """A page of ``app/static``, read on its first request."""
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+@aiohttp.web.middleware
+async def json_errors(
+    request: aiohttp.web.Request,
+    handler: Callable[[aiohttp.web.Request], Awaitable[StreamResponse]],
+) -> StreamResponse:
+    """aiohttp's own refusals (no such path, method not allowed) in the API's one error shape."""
+    try:
+        return await handler(request)
+    except aiohttp.web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return aiohttp.web.json_response(
+            {"error": f"{request.method} {request.path}: {error.reason.lower()}"},
+            status=error.status,
+            headers={name: value for name, value in error.headers.items() if name == "Allow"},
+        )
 
 
 @aiohttp.web.middleware
@@ -170,6 +192,7 @@ def add_views(product: Product) -> None:
     """Serve every declared view on the product's Faust app, each bound to the product."""
     for path, view in ROUTES.items():
         product.faust.page(path)(type(view.__name__, (view,), {"product": product}))
+    product.faust.web.add_static("/docs/static/", SWAGGER_UI_ASSETS)
 
 
 @route("/")
@@ -179,7 +202,23 @@ class DemoPage(ProductView):
     Faust's own index page, so this one is served."""
 
     async def get(self, request: web.Request) -> web.Response:
-        return self.html(demo_page())
+        return self.html(static_page("index.html"))
+
+
+@route("/openapi.json")
+class OpenAPI(ProductView):
+    """``GET /openapi.json``: the API as OpenAPI 3.1, with this deployment's limits."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json(openapi_document(self.product.settings))
+
+
+@route("/docs")
+class Docs(ProductView):
+    """``GET /docs``: the API description read in Swagger UI, served by this worker."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.html(static_page("docs.html"))
 
 
 @route("/metrics")

@@ -152,3 +152,20 @@ async def test_readyz_before_the_tables_recovered_is_503_with_retry_after(client
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
     assert await response.json() == {"status": "recovering", "recovered": False}
+
+
+async def test_an_unknown_path_is_answered_in_the_one_error_shape(client):
+    response = await client.get("/no-such-page")
+
+    assert response.status == 404
+    assert await response.json() == {"error": "GET /no-such-page: not found"}
+
+
+async def test_the_docs_page_and_its_swagger_ui_assets_are_served_from_the_package(client):
+    page = await client.get("/docs")
+    bundle = await client.get("/docs/static/swagger-ui-bundle.js")
+
+    assert page.status == 200
+    assert "/openapi.json" in await page.text()
+    assert bundle.status == 200
+    assert "SwaggerUIBundle" in await bundle.text()

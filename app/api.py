@@ -1,0 +1,412 @@
+"""The HTTP API's description: an OpenAPI 3.1 document built from the request and response
+schemas below and the limits of one settings object, served at ``GET /openapi.json``.
+
+The schemas say what a client may send and what it gets back; ``app.validation`` holds the
+rules a schema cannot state (printable characters, dates) and names the field it refuses.
+schemathesis checks every answer of a live worker against this document (tests/integration).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.settings import Settings
+from app.validation import (
+    MAX_ACTION_LENGTH,
+    MAX_EVENT_ID_LENGTH,
+    MAX_LABEL_LENGTH,
+    MAX_LABELS,
+    MAX_TEXT_LENGTH,
+)
+
+Schema = dict[str, Any]
+
+ERROR: Schema = {
+    "type": "object",
+    "description": "Every error: what is wrong, and for a refused event or item which one.",
+    "required": ["error"],
+    "properties": {
+        "error": {"type": "string"},
+        "index": {"type": "integer", "minimum": 0, "description": "position in the request"},
+        "field": {"type": "string"},
+        "problem": {"type": "string"},
+    },
+}
+SCORED: Schema = {
+    "type": "object",
+    "required": ["item_id", "score"],
+    "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
+}
+MODEL_VERSION: Schema = {"type": ["string", "null"], "description": "null before the first fit"}
+
+
+def _identifier(max_length: int) -> Schema:
+    return {"type": "string", "minLength": 1, "maxLength": max_length}
+
+
+def _batch(entry: Schema, key: str, limit: int) -> Schema:
+    """One entry, or ``{key: [entries]}`` with at most ``limit`` of them (all or nothing)."""
+    return {
+        "oneOf": [
+            entry,
+            {
+                "type": "object",
+                "required": [key],
+                "properties": {
+                    key: {"type": "array", "items": entry, "minItems": 1, "maxItems": limit}
+                },
+            },
+        ]
+    }
+
+
+def _event(settings: Settings) -> Schema:
+    ids = _identifier(settings.max_id_length)
+    return {
+        "type": "object",
+        "required": ["user_id", "item_id", "action"],
+        "properties": {
+            "user_id": ids,
+            "item_id": ids,
+            "action": {
+                **_identifier(MAX_ACTION_LENGTH),
+                "description": "weighted by RECSYS_ACTION_WEIGHTS: "
+                + ", ".join(
+                    f"{name} {weight:g}" for name, weight in settings.action_weights.items()
+                )
+                + f"; any other action {settings.default_weight:g}",
+            },
+            "timestamp": {
+                "type": ["number", "string"],
+                "description": "epoch seconds or ISO-8601; the time of acceptance when absent",
+            },
+            "event_id": {
+                **_identifier(MAX_EVENT_ID_LENGTH),
+                "description": "a re-sent event with the same id is counted once",
+            },
+        },
+    }
+
+
+def _item(settings: Settings) -> Schema:
+    text = {"type": ["string", "null"], "maxLength": MAX_TEXT_LENGTH}
+    labels = {
+        "type": ["array", "null"],
+        "items": _identifier(MAX_LABEL_LENGTH),
+        "maxItems": MAX_LABELS,
+    }
+    return {
+        "type": "object",
+        "required": ["item_id"],
+        "properties": {
+            "item_id": _identifier(settings.max_id_length),
+            "title": text,
+            "description": text,
+            "categories": labels,
+            "tags": labels,
+            "available": {"type": "boolean", "description": "false hides it from every list"},
+        },
+    }
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _html(description: str) -> Schema:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _errors(*statuses: int) -> dict[str, Schema]:
+    reasons = {
+        400: "a parameter or the body is invalid; the message names it",
+        401: "the API key is missing or wrong",
+        404: "nothing is known under this id, or no such path",
+        408: "the body did not arrive in time",
+        413: "the body is larger than RECSYS_MAX_BODY_BYTES",
+        503: "Kafka or Redis is unavailable, or no worker holds this user now; retry after the "
+        "Retry-After header's seconds",
+    }
+    return {
+        str(status): _json({"$ref": "#/components/schemas/Error"}, reasons[status])
+        for status in statuses
+    }
+
+
+def _count(settings: Settings) -> Schema:
+    return {
+        "name": "n",
+        "in": "query",
+        "description": "how many items",
+        "schema": {"type": "integer", "minimum": 1, "maximum": settings.cache_size, "default": 10},
+    }
+
+
+def _path(name: str, settings: Settings) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": _identifier(settings.max_id_length),
+    }
+
+
+def _ranked(**properties: Schema) -> Schema:
+    items = {"type": "array", "items": SCORED}
+    return {
+        "type": "object",
+        "required": ["items", *properties],
+        "properties": {"items": items, **properties},
+    }
+
+
+def _write(entry: Schema, key: str, limit: int, what: str) -> Schema:
+    accepted = {
+        "type": "object",
+        "required": ["accepted"],
+        "properties": {"accepted": {"type": "integer", "minimum": 1}},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _batch(entry, key, limit)}},
+        },
+        "responses": {
+            "202": _json(accepted, f"Kafka acknowledged every {what} (acks=all)"),
+            **_errors(400, 401, 408, 413, 503),
+        },
+    }
+
+
+def openapi_document(settings: Settings) -> Schema:
+    """The API as OpenAPI 3.1, with this deployment's limits and weights."""
+    user_path, item_path, count = (
+        _path("user_id", settings),
+        _path("item_id", settings),
+        _count(settings),
+    )
+    health = {
+        "type": "object",
+        "required": ["status", "recovered", "redis", "model_version"],
+        "properties": {
+            "status": {"enum": ["ready", "starting"]},
+            "recovered": {"type": "boolean"},
+            "redis": {"type": "boolean"},
+            "model_version": MODEL_VERSION,
+        },
+    }
+    readiness = {
+        "type": "object",
+        "required": ["status", "recovered"],
+        "properties": {
+            "status": {"enum": ["ready", "recovering"]},
+            "recovered": {"type": "boolean"},
+        },
+    }
+    interactions = {
+        "type": "object",
+        "additionalProperties": {
+            "type": "object",
+            "required": ["weight", "count", "last_at"],
+            "properties": {
+                "weight": {"type": "number"},
+                "count": {"type": "integer"},
+                "last_at": {"type": "number"},
+            },
+        },
+    }
+    paths: dict[str, Schema] = {
+        "/events": {
+            "post": {
+                "summary": "Post one event or a batch; 202 once Kafka acknowledged all of them",
+                **_write(_event(settings), "events", settings.max_events_per_request, "event"),
+            }
+        },
+        "/items": {
+            "post": {
+                "summary": "Add or update catalogue items (via topic items)",
+                **_write(_item(settings), "items", settings.max_items_per_request, "item"),
+            }
+        },
+        "/recommend/{user_id}": {
+            "get": {
+                "summary": "A user's top-N list: personal, or popular/content for a new user",
+                "parameters": [
+                    user_path,
+                    count,
+                    {
+                        "name": "exclude",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated item ids to leave out",
+                    },
+                    {
+                        "name": "category",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "only items of this category",
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        _ranked(
+                            user_id={"type": "string"},
+                            source={"enum": ["personal", "popular", "content"]},
+                            model_version=MODEL_VERSION,
+                            updated_at={"type": "number", "description": "epoch seconds"},
+                        ),
+                        "the list, best first",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/users/{user_id}": {
+            "get": {
+                "summary": "The interactions accumulated for a user, read on the worker holding it",
+                "parameters": [user_path],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["user_id", "event_count", "last_event_at", "interactions"],
+                            "properties": {
+                                "user_id": {"type": "string"},
+                                "event_count": {"type": "integer"},
+                                "last_event_at": {"type": "number"},
+                                "interactions": interactions,
+                            },
+                        },
+                        "weight, count and last time per item",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/popular": {
+            "get": {
+                "summary": "Trending items by time-decayed action weight",
+                "parameters": [
+                    count,
+                    {
+                        "name": "half_life",
+                        "in": "query",
+                        "description": "seconds; one of RECSYS_POPULARITY_HALF_LIVES",
+                        "schema": {"enum": [f"{value:g}" for value in settings.half_lives]},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ranked(half_life_seconds={"type": "number"}), "best first"),
+                    **_errors(400, 401),
+                },
+            }
+        },
+        "/similar/{item_id}": {
+            "get": {
+                "summary": "Items closest to an item by ALS factors, or by catalogue content",
+                "parameters": [item_path, count],
+                "responses": {
+                    "200": _json(
+                        _ranked(
+                            item_id={"type": "string"},
+                            source={"enum": ["factors", "content"]},
+                            model_version=MODEL_VERSION,
+                        ),
+                        "best first",
+                    ),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/admin/retrain": {
+            "post": {
+                "summary": "Ask the deployment's trainer for a full fit now",
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["requested", "model_version"],
+                            "properties": {
+                                "requested": {"const": True},
+                                "model_version": MODEL_VERSION,
+                            },
+                        },
+                        "the fit is requested",
+                    ),
+                    **_errors(401, 503),
+                },
+            }
+        },
+        "/livez": {
+            "get": {
+                "summary": "Liveness probe: the process answers",
+                "responses": {
+                    "200": _json(
+                        {"type": "object", "properties": {"status": {"const": "live"}}}, "live"
+                    )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness probe: the tables have recovered (Redis is not asked)",
+                "responses": {
+                    "200": _json(readiness, "ready"),
+                    "503": _json(readiness, "recovering; retry after Retry-After"),
+                },
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Recovered and Redis answering (a dashboard's view, not a probe)",
+                "responses": {"200": _json(health, "ready"), "503": _json(health, "not ready")},
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "The demo page: a user's list, trending and similar items, live",
+                "responses": {"200": _html("the page")},
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "This document, read in Swagger UI",
+                "responses": {"200": _html("the page")},
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "This worker's metrics in the Prometheus text format",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Real-time recommender",
+            "version": "1",
+            "description": 'Events in, top-N lists out. Errors are one shape: `{"error": ...}`.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
+    }
