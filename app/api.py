@@ -109,6 +109,16 @@ def _item(settings: Settings) -> Schema:
     }
 
 
+def _stored_item(settings: Settings) -> Schema:
+    """An item as ``GET /items/{item_id}`` answers it: every field, defaults filled in."""
+    item = _item(settings)
+    text = {"type": "string", "maxLength": MAX_TEXT_LENGTH}
+    labels = {"type": "array", "items": _identifier(MAX_LABEL_LENGTH), "maxItems": MAX_LABELS}
+    fields = {"title": text, "description": text, "categories": labels, "tags": labels}
+    properties = {**item["properties"], **fields}
+    return {**item, "required": list(properties), "properties": properties}
+
+
 def _json(schema: Schema, description: str) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -226,6 +236,16 @@ def openapi_document(settings: Settings) -> Schema:
             "post": {
                 "summary": "Add or update catalogue items (via topic items)",
                 **_write(_item(settings), "items", settings.max_items_per_request, "item"),
+            }
+        },
+        "/items/{item_id}": {
+            "get": {
+                "summary": "One catalogue item as stored",
+                "parameters": [item_path],
+                "responses": {
+                    "200": _json(_stored_item(settings), "the item"),
+                    **_errors(400, 401, 404, 503),
+                },
             }
         },
         "/recommend/{user_id}": {

@@ -274,6 +274,33 @@ class Items(ProductView):
         return await self.produce(self.product.topics.items, messages, "items")
 
 
+@route("/items/{item_id}")
+class Item(ProductView):
+    """``GET /items/{item_id}``: one catalogue record as the worker stores it."""
+
+    async def get(self, request: web.Request, item_id: str) -> web.Response:
+        try:
+            item_id = identifier(item_id, "item_id", self.product.settings.max_id_length)
+        except InvalidEvent as error:
+            return self.error(400, f"item id: {error.problem}")
+        try:
+            record = await self.product.stores.catalogue.get(item_id)
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        if record is None:
+            return self.error(404, f"item {item_id!r} is not in the catalogue")
+        return self.json(
+            {
+                "item_id": record.item_id,
+                "title": record.title,
+                "description": record.description,
+                "categories": list(record.categories),
+                "tags": list(record.tags),
+                "available": record.available,
+            }
+        )
+
+
 @route("/recommend/{user_id}")
 class Recommend(ProductView):
     """``GET /recommend/{user_id}?n=10``: the cached list, or the owner computes and caches it."""

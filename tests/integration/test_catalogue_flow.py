@@ -119,3 +119,23 @@ async def test_similar_falls_back_to_catalogue_content_for_items_without_factors
     body = await eventually(similar, within=10, interval=0.2)
     assert body["source"] == "content"
     assert [e["item_id"].split("-")[0] for e in body["items"]] == ["mug", "mug", "mug"]
+
+
+async def test_an_item_is_read_back_as_stored_with_its_defaults(catalogued, http):
+    status, body = await get_json(http, f"{catalogued.url}/items/mug-2")
+
+    assert status == 200
+    assert body == {
+        "item_id": "mug-2",
+        "title": "Stoneware coffee mug model2",
+        "description": "",
+        "categories": ["kitchen"],
+        "tags": ["mug", "coffee"],
+        "available": True,
+    }
+
+
+async def test_an_item_not_in_the_catalogue_is_404_naming_it(worker, http):
+    status, body = await get_json(http, f"{worker.url}/items/never-posted")
+
+    assert (status, body) == (404, {"error": "item 'never-posted' is not in the catalogue"})
