@@ -60,7 +60,9 @@ def faust_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_linger=0.005,
         autodiscover=False,
-        logging_config=logging_config(f"{settings.app_id}:{settings.web_port}"),
+        logging_config=logging_config(
+            f"{settings.app_id}:{settings.web_port}", json_lines=settings.log_format == "json"
+        ),
         # A worker killed without leaving its group holds its partitions this long (Faust: 60 s).
         broker_session_timeout=settings.session_timeout,
         web_application_options={

@@ -14,6 +14,7 @@ from typing import Any
 
 MAX_ITEMS_PER_USER = 2**16 - 1
 """The changelog encoding counts a user's items in 16 bits (:mod:`app.state_codec`)."""
+LOG_FORMATS = ("keyvalue", "json")
 
 DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
 """A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
@@ -154,10 +155,13 @@ class Settings:
     """Seconds before Kafka gives a killed worker's partitions to another."""
     body_read_timeout: float = 10.0
     """Seconds a client has to send its request body before 408."""
+    log_format: str = "keyvalue"
+    """Worker log lines: ``keyvalue`` (``ts=... level=... msg="..."``) or ``json`` (one JSON
+    object a line, for a log shipper)."""
     api_key: str = field(default="", repr=False)
     """When set, writes and admin endpoints need it."""
     api_key_for_reads: bool = False
-    """Also require the key for the public reads (``/health`` stays open)."""
+    """Also require the key for the public reads (the probes stay open)."""
 
     def weight(self, action: str) -> float:
         """The weight an action adds to a user-item interaction."""
@@ -204,6 +208,11 @@ class Settings:
             ) from None
         if any(half_life <= 0 for half_life in half_lives):
             raise SettingsError("RECSYS_TRENDING_HALF_LIVES: every half-life must be positive")
+        if self.log_format not in LOG_FORMATS:
+            raise SettingsError(
+                f"RECSYS_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, "
+                f"got {self.log_format!r}"
+            )
         if not self.kafka_broker.startswith("kafka://"):
             raise SettingsError(
                 f"RECSYS_KAFKA_BROKER: expected kafka://host:port, got {self.kafka_broker!r}"

@@ -1,5 +1,6 @@
-"""Worker logs as ``key=value`` lines, each naming the worker, so a log shipper or ``grep`` can
-split them by field and tell the workers of one deployment apart."""
+"""Worker logs, one line per record naming the worker, so a log shipper or ``grep`` can split
+them by field and tell the workers of one deployment apart: ``key=value`` pairs, or a JSON
+object (``RECSYS_LOG_FORMAT=json``)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,40 @@ import time
 from typing import Any
 
 
-class KeyValueFormatter(logging.Formatter):
-    """``ts=... level=... worker=... logger=... msg="..."``, one line per record (the message
-    and any traceback JSON-quoted, so a multi-line one stays on its line)."""
+class LineFormatter(logging.Formatter):
+    """``ts=... level=... worker=... pid=... logger=... msg="..."`` (the message and any
+    traceback JSON-quoted, so a multi-line one stays on its line), or the same fields as one
+    JSON object when ``json_lines``."""
 
     converter = time.gmtime
 
-    def __init__(self, worker: str) -> None:
+    def __init__(self, worker: str, json_lines: bool = False) -> None:
         super().__init__()
         self.worker = worker
+        self.json_lines = json_lines
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}Z"
-        line = (
-            f"ts={stamp} level={record.levelname.lower()} worker={self.worker} "
-            f"pid={record.process} logger={record.name} "
-            f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}"
-        )
+        fields: dict[str, Any] = {
+            "ts": f"{self.formatTime(record, '%Y-%m-%dT%H:%M:%S')}.{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "worker": self.worker,
+            "pid": record.process,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info))}"
-        return line
+            fields["exc"] = self.formatException(record.exc_info)
+        if self.json_lines:
+            return json.dumps(fields, ensure_ascii=False)
+        quoted = {"msg", "exc"}
+        return " ".join(
+            f"{name}={json.dumps(value, ensure_ascii=False) if name in quoted else value}"
+            for name, value in fields.items()
+        )
 
 
-def logging_config(worker: str) -> dict[str, Any]:
+def logging_config(worker: str, json_lines: bool = False) -> dict[str, Any]:
     """Faust's ``logging_config``: merged into its own, replacing the formatters of both its
     file and its console handler."""
-    formatter = {"()": KeyValueFormatter, "worker": worker}
+    formatter = {"()": LineFormatter, "worker": worker, "json_lines": json_lines}
     return {"merge": True, "formatters": {"default": formatter, "colored": formatter}}
