@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from app import replay as replaying
 from app.datasets import DatasetError, event_json, iter_events
 from app.ops.progress import Progress
+from app.security import client_headers
 from app.stores.model import version_sequence
 from app.validation import InvalidEvent, parse_timestamp
 
@@ -110,13 +111,13 @@ async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
     option("--batch", default=500, show_default=True, help="events per request"),
 )
 async def feed(self: ProductCommand, path: str, url: str | None, batch: int) -> None:
-    """Post the events of a file (an events CSV or Online Retail, plain or .gz) to a running
-    worker's POST /events."""
+    """Post the events of a file (an events CSV or Online Retail, plain or .gz, the formats
+    ``evaluate`` reads) to a running worker's POST /events, with RECSYS_API_KEY when set."""
     settings = self.product.settings
     url = url or f"http://{settings.web_host}:{settings.web_port}"
     events = iter_events(path)
     sent = 0
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=client_headers(settings)) as session:
         with Progress().bar("fed", unit="event") as bar:
             try:
                 while chunk := [event_json(event) for event in islice(events, batch)]:

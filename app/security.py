@@ -61,6 +61,11 @@ def is_public_read(method: str, path: str) -> bool:
     )
 
 
+def client_headers(settings: Settings) -> dict[str, str]:
+    """What the product's own clients (``feed``) send: the API key, when one is set."""
+    return {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+
+
 def needs_key(settings: Settings, method: str, path: str) -> bool:
     """Whether this request must carry the API key under these settings."""
     if not settings.api_key or path in OPEN_PATHS:

@@ -3,11 +3,14 @@ key, public reads stay open, and a refused request writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from harness.commands import run_app
 from harness.http import eventually, get_json
 from harness.services import KAFKA_BOOTSTRAP
 from harness.worker import WorkerProcess, running_worker, worker_env
@@ -69,3 +72,16 @@ async def test_public_reads_and_health_stay_open_while_admin_reads_need_the_key(
         assert answer.status == 401
     async with http.get(f"{keyed_worker.url}/metrics", headers={"X-API-Key": KEY}) as answer:
         assert answer.status == 200
+
+
+async def test_feed_sends_the_configured_key_and_its_events_are_accepted(keyed_worker, tmp_path):
+    events = tmp_path / "events.csv"
+    now = int(time.time())
+    events.write_text(f"user_id,item_id,action,timestamp\nfed,i1,view,{now}\nfed,i2,click,{now}\n")
+
+    done = await asyncio.to_thread(
+        run_app, ["feed", str(events), "--url", keyed_worker.url], keyed_worker.env, 60
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "fed 2 events" in done.stdout + done.stderr
