@@ -20,6 +20,7 @@ import click
 import orjson
 from aiokafka.errors import KafkaError
 from faust.cli import AppCommand, argument, option
+from faust.cli.base import cli as faust_cli
 from redis.exceptions import RedisError
 
 from app import replay as replaying
@@ -54,10 +55,34 @@ def command(*options: Any) -> Callable[[Handler], Handler]:
     return declare
 
 
+ROOT_HELP = """The real-time recommender: Faust's command line on a worker wired from the
+RECSYS_ environment variables (see the README's Configuration).
+
+\b
+The product's commands:
+  worker          run a worker: the stream, the lists, the HTTP API
+  create-topics   create user-actions, its dead-letter topic and items
+  feed            post an events file to a running worker
+  retrain         ask for a full fit now and follow it
+  replay          rebuild every derived state from the raw log
+  catch-up        follow the workers re-applying the log after a replay
+  evaluate        offline HR@10, Recall@20 and NDCG of the model against baselines
+  streaming-eval  prequential HR@10 and NDCG@10 of the streaming pipeline
+
+\b
+Faust's own, safe here (they only read): agents, tables, models, model, completion.
+Faust's own, not for this product: send (skips POST /events' checks at the door; use
+feed), reset (deletes a worker's tables outside a replay; use replay), clean-versions and
+livecheck (unused here).
+"""
+
+
 def add_commands(product: Product) -> None:
-    """Register every declared command on the product's Faust app."""
+    """Register every declared command on the product's Faust app, and say in ``--help``
+    which commands are the product's and which of Faust's are safe."""
     for handler, options in COMMANDS:
         product.faust.command(*options, base=ProductCommand, product=product)(handler)
+    faust_cli.help = ROOT_HELP
 
 
 @command()
