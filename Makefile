@@ -43,7 +43,8 @@ run: feed
 	@echo "  curl $(URL)/recommend/c15311      a customer's recommendations"
 	@echo "  curl $(URL)/users/c15311          the interactions behind them"
 	@echo "  curl $(URL)/popular               trending items"
-	@echo "  curl $(URL)/health"
+	@echo "  curl $(URL)/readyz                ready (tables recovered)"
+	@echo "  $(URL)/docs                        the API, to read and try"
 	@echo "Following the worker log (Ctrl-C stops following; 'make down' stops the services)."
 	@tail -n 5 -f .data/logs/worker-$(or $(RECSYS_WEB_PORT),6066).log
 

@@ -56,7 +56,7 @@ def command(*options: Any) -> Callable[[Handler], Handler]:
 
 
 ROOT_HELP = """The real-time recommender: Faust's command line on a worker wired from the
-RECSYS_ environment variables (see the README's Configuration).
+RECSYS_ environment variables (see docs/OPERATIONS.md, Configuration).
 
 \b
 The product's commands:

@@ -1,6 +1,6 @@
 """One settings object, read from the environment (variables prefixed ``RECSYS_``).
 
-Every knob is documented in the README's Configuration section; defaults run a single local
+Every knob is documented in docs/OPERATIONS.md (Configuration); defaults run a single local
 worker against Kafka on 127.0.0.1:9092 and Redis on 127.0.0.1:6379.
 """
 
