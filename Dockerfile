@@ -8,9 +8,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     OPENBLAS_NUM_THREADS=1
 
 WORKDIR /srv
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY app ./app
-RUN pip install . \
+RUN pip install -c requirements.lock . \
  && useradd --system --uid 10001 --home-dir /data recsys \
  && mkdir -p /data/worker && chown -R recsys /data
 

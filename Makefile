@@ -7,14 +7,21 @@ WORKERS ?= 1
 PORTS := $(shell seq $(or $(RECSYS_WEB_PORT),6066) $$(( $(or $(RECSYS_WEB_PORT),6066) + $(WORKERS) - 1 )))
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: run up down test lint format services topics feed browser clean-data
+.PHONY: run up down test lint format services topics feed browser clean-data lock
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	@touch $@
+
+## Resolve pyproject.toml's dependencies afresh in a scratch virtualenv into requirements.lock
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q -e '.[dev]'
+	{ sed -n 1,2p requirements.lock; .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock && rm -rf .lock-venv
 
 ## Kafka and Redis in the background (installed and resolved on first use)
 services:
