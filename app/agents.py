@@ -25,7 +25,7 @@ from app.models import UserState, empty_state
 from app.ops import metrics
 from app.refresher import ListRefresher
 from app.settings import Settings
-from app.topics import Topics, partition_for
+from app.topics import ERASE_HEADER, Topics, partition_for
 from app.validation import InvalidEvent, decode_message, parse_item
 
 if TYPE_CHECKING:
@@ -88,8 +88,9 @@ class EventProcessor:
 
     async def apply(self, events: Sequence[EventT]) -> None:
         """Apply a batch of messages in order: dead-letter, re-key or skip some, fold the rest
-        into their users' states, then write each touched user's state once."""
-        states: dict[bytes, UserState] = {}
+        into their users' states, then write each touched user's state once (an erased user's
+        as a tombstone)."""
+        states: dict[bytes, UserState | None] = {}
         last_event: dict[bytes, EventT] = {}
         for event in events:
             with as_current(event):  # the table reads the user in the event's partition
@@ -98,12 +99,29 @@ class EventProcessor:
                 last_event[applied] = event
         for key, event in last_event.items():
             with as_current(event):
-                self.table[key] = states[key]
+                state = states[key]
+                if state is not None:
+                    self.table[key] = state
+                elif key in self.table:
+                    del self.table[key]  # the changelog's tombstone: the trainer drops them too
 
-    async def _fold(self, event: EventT, states: dict[bytes, UserState]) -> bytes | None:
+    def _erase(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes:
+        """An erasure: the user's state goes (events after it in the batch start afresh). It
+        must sit in the user's partition, behind their events: one elsewhere is refused."""
+        key = event.key
+        if key is None or event.message.partition != partition_for(key, self.settings.partitions):
+            raise InvalidEvent(ERASE_HEADER, "must be keyed by the user, in the user's partition")
+        states[key] = None
+        self.refresher.forget(key.decode(errors="replace"))
+        metrics.users_erased.inc()
+        return key
+
+    async def _fold(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes | None:
         """Fold one message into ``states``; the user's key when the state is to be written."""
         message = event.message
         try:
+            if ERASE_HEADER in _headers(event):
+                return self._erase(event, states)
             action = decode_message(event.value, self.settings, now=message.timestamp)
             origin = _origin(_headers(event))
         except InvalidEvent as error:
@@ -130,7 +148,7 @@ class EventProcessor:
                 headers=[(ORIGIN_HEADER, "{}:{}".format(*forwarded_from).encode())],
             )
             return None
-        state = states.get(key) or self.table.get(key) or empty_state()
+        state = (states[key] if key in states else self.table.get(key)) or empty_state()
         if state.has_applied(message.offset, origin, action.event_id):
             # Re-delivered after a crash. The state is written again all the same: the local
             # store may hold it while the changelog never got it (killed before the flush), and

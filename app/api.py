@@ -37,6 +37,11 @@ SCORED: Schema = {
     "required": ["item_id", "score"],
     "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
 }
+ACCEPTED: Schema = {
+    "type": "object",
+    "required": ["accepted"],
+    "properties": {"accepted": {"type": "integer", "minimum": 1}},
+}
 MODEL_VERSION: Schema = {"type": ["string", "null"], "description": "null before the first fit"}
 
 
@@ -171,18 +176,13 @@ def _ranked(**properties: Schema) -> Schema:
 
 
 def _write(entry: Schema, key: str, limit: int, what: str) -> Schema:
-    accepted = {
-        "type": "object",
-        "required": ["accepted"],
-        "properties": {"accepted": {"type": "integer", "minimum": 1}},
-    }
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _batch(entry, key, limit)}},
         },
         "responses": {
-            "202": _json(accepted, f"Kafka acknowledged every {what} (acks=all)"),
+            "202": _json(ACCEPTED, f"Kafka acknowledged every {what} (acks=all)"),
             **_errors(400, 401, 408, 413, 503),
         },
     }
@@ -246,7 +246,15 @@ def openapi_document(settings: Settings) -> Schema:
                     "200": _json(_stored_item(settings), "the item"),
                     **_errors(400, 401, 404, 503),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Withdraw an item: kept, marked unavailable, shown in no list again",
+                "parameters": [item_path],
+                "responses": {
+                    "202": _json(ACCEPTED, "Kafka has the withdrawal; it applies within a second"),
+                    **_errors(400, 401, 503),
+                },
+            },
         },
         "/recommend/{user_id}": {
             "get": {
@@ -301,7 +309,16 @@ def openapi_document(settings: Settings) -> Schema:
                     ),
                     **_errors(400, 401, 404, 503),
                 },
-            }
+            },
+            "delete": {
+                "summary": "Erase a user: state, held history and cached list; a replay keeps "
+                "them erased",
+                "parameters": [user_path],
+                "responses": {
+                    "202": _json(ACCEPTED, "Kafka has the erasure; it applies within a batch"),
+                    **_errors(400, 401, 503),
+                },
+            },
         },
         "/popular": {
             "get": {

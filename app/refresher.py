@@ -84,6 +84,7 @@ class ListRefresher:
         self._touched: dict[str, UserHistory] = {}
         self._since: dict[str, float] = {}
         self._stale: dict[str, None] = {}
+        self._erased: set[str] = set()
         self._popularity = accumulators(settings.half_lives)
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
         self._write_lock = asyncio.Lock()
@@ -119,6 +120,16 @@ class ListRefresher:
             self.live.test(action.user_id, action.item_id)
         for popularity in self._popularity.values():
             popularity.add(action.item_id, weight, action.timestamp)
+
+    def forget(self, user_id: str) -> None:
+        """An erased user: nothing held of them is ranked, no list is written for them, and
+        their cached list is deleted on the next tick (after any write already under way)."""
+        self._touched.pop(user_id, None)
+        self._since.pop(user_id, None)
+        self._stale.pop(user_id, None)
+        self.live.forget(user_id)
+        self._erased.add(user_id)
+        self._work_waiting.set()
 
     def batch_applied(self, behind: bool) -> None:
         """The stream applied a batch; ``behind`` when more events wait in Kafka."""
@@ -182,6 +193,7 @@ class ListRefresher:
                 await self.stores.popularity.add(increments)
             if users:
                 await self.refresh(users)
+            await self._delete_erased_lists()
         except Exception:
             for user_id, received_at in since.items():
                 self._since.setdefault(user_id, received_at)
@@ -195,6 +207,19 @@ class ListRefresher:
             metrics.freshness_seconds.observe(max(0.0, written - received_at))
         if self._touched:
             self._work_waiting.set()
+
+    async def _delete_erased_lists(self) -> None:
+        """Delete the cached lists of the users erased so far; kept for the next tick if Redis
+        fails. Under the write lock, so no list computed before an erasure lands after it."""
+        if not self._erased:
+            return
+        async with self._write_lock:
+            erased, self._erased = self._erased, set()
+            try:
+                await self.stores.lists.delete(erased)
+            except Exception:
+                self._erased |= erased
+                raise
 
     def _take_touched(self, limit: int) -> dict[str, UserHistory]:
         """Remove and return the ``limit`` users touched longest ago, with their histories."""
@@ -279,6 +304,8 @@ class ListRefresher:
                     await self._yield_to_the_stream()
                 chunk = {user_id: histories[user_id] for user_id in users[start : start + step]}
                 lists.update(zip(chunk, self.lists(chunk, popular), strict=True))
+            for user_id in self._erased.intersection(lists):  # erased while being ranked
+                del lists[user_id]
             await self.stores.lists.put_lists(
                 {user_id: encode_list(entry) for user_id, entry in lists.items()}
             )

@@ -13,6 +13,10 @@ from app.settings import Settings
 
 _partitioner = DefaultPartitioner()
 
+ERASE_HEADER = "x-recsys-erase"
+"""On a message keyed by a user in ``user-actions`` (``DELETE /users/{id}``): erase the user.
+In the user's partition, after their earlier events, so a replay erases them again."""
+
 
 def partition_for(user_key: bytes, partitions: int) -> int:
     """The partition of ``user-actions``, and of the user's table state, that holds a user.

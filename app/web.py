@@ -9,6 +9,7 @@ only: what a list holds is decided by ``app.serving``, through the refresher.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from functools import cache
@@ -28,11 +29,11 @@ from yarl import URL
 
 from app import serving
 from app.api import openapi_document
-from app.models import COUNT, LAST_AT, WEIGHT
+from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord
 from app.ops import metrics
 from app.stores.catalogue import encode_item
 from app.tables import changelog_topic
-from app.topics import partition_for
+from app.topics import ERASE_HEADER, partition_for
 from app.validation import InvalidEvent, identifier, parse_items, parse_request
 
 if TYPE_CHECKING:
@@ -162,12 +163,19 @@ class ProductView(web.View):
             return self.error(400, f"body: not valid JSON: {error}")
 
     async def produce(
-        self, topic: TopicT, messages: list[tuple[bytes, bytes]], what: str
+        self,
+        topic: TopicT,
+        messages: list[tuple[bytes, bytes]],
+        what: str,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> web.Response:
         """202 once Kafka acknowledged every message; 503 with Retry-After when it did not."""
         try:
             async with asyncio.timeout(self.product.settings.produce_timeout):
-                pending = [await topic.send(key=key, value=value) for key, value in messages]
+                pending = [
+                    await topic.send(key=key, value=value, headers=headers)
+                    for key, value in messages
+                ]
                 await asyncio.gather(*pending)
         except (TimeoutError, KafkaError) as error:
             return self.service_unavailable(f"Kafka did not acknowledge the {what}: {error!r}")
@@ -300,6 +308,20 @@ class Item(ProductView):
             }
         )
 
+    async def delete(self, request: web.Request, item_id: str) -> web.Response:
+        """Withdraw the item: recorded as unavailable (via topic ``items``), so no list and no
+        similar-items answer shows it again; its record and factors stay."""
+        try:
+            item_id = identifier(item_id, "item_id", self.product.settings.max_id_length)
+            record = await self.product.stores.catalogue.get(item_id)
+        except InvalidEvent as error:
+            return self.error(400, f"item id: {error.problem}")
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        withdrawn = dataclasses.replace(record or ItemRecord(item_id), available=False)
+        message = (item_id.encode(), encode_item(withdrawn))
+        return await self.produce(self.product.topics.items, [message], "withdrawal")
+
 
 @route("/recommend/{user_id}")
 class Recommend(ProductView):
@@ -369,6 +391,19 @@ class UserInteractions(ProductView):
                     for item_id, entry in state.items.items()
                 },
             }
+        )
+
+    async def delete(self, request: web.Request, user_id: str) -> web.Response:
+        """Erase the user: an erasure message in their partition of ``user-actions``, behind
+        their events, removes their table state (a tombstone), held history and cached list,
+        and a replay meets it again. 202 once Kafka has it; it applies within a batch."""
+        try:
+            user_id = self.user_id(user_id)
+        except InvalidEvent as error:
+            return self.error(400, f"user id: {error.problem}")
+        erasure = (user_id.encode(), orjson.dumps({"user_id": user_id, "erased_at": time.time()}))
+        return await self.produce(
+            self.product.topics.user_actions, [erasure], "erasure", headers=[(ERASE_HEADER, b"1")]
         )
 
 

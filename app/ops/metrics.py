@@ -29,6 +29,7 @@ duplicates_skipped = Counter(
     "recsys_duplicates_skipped", "Re-delivered messages recognised as already applied."
 )
 rekeyed = Counter("recsys_events_rekeyed", "Messages moved to their user's partition.")
+users_erased = Counter("recsys_users_erased", "Erasures applied to a user's state by the stream.")
 fold_in_batch_users = Histogram(
     "recsys_fold_in_batch_users",
     "Users whose lists one fold-in recomputed.",
@@ -91,6 +92,10 @@ class LiveHitRate:
         self._top.move_to_end(user_id)
         if len(self._top) > self.max_users:
             self._top.popitem(last=False)
+
+    def forget(self, user_id: str) -> None:
+        """An erased user: their last top 10 is dropped."""
+        self._top.pop(user_id, None)
 
     def test(self, user_id: str, item_id: str) -> None:
         """Score one positive event against the user's last written top 10, if there is one."""

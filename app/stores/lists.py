@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import orjson
 from redis.asyncio import Redis
@@ -36,6 +36,11 @@ class ListStore:
     async def get_list(self, user_id: str) -> ServedList | None:
         raw = await self.redis.get(self.keys.user_list(user_id))
         return None if raw is None else orjson.loads(raw)
+
+    async def delete(self, user_ids: Collection[str]) -> None:
+        """Delete these users' cached lists (erased users)."""
+        if user_ids:
+            await self.redis.delete(*(self.keys.user_list(user_id) for user_id in user_ids))
 
     async def delete_all(self) -> int:
         """Delete every cached list (not the popularity); how many were deleted."""

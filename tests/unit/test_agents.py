@@ -26,7 +26,7 @@ from app.models import UserState
 from app.refresher import history
 from app.settings import Settings
 from app.state_codec import event_id_hash
-from app.topics import Topics, partition_for
+from app.topics import ERASE_HEADER, Topics, partition_for
 
 USER = "u1"
 KEY = USER.encode()
@@ -87,14 +87,16 @@ class Worker:
     def state(self) -> UserState | None:
         return self.product.user_state.get(KEY)
 
-    async def deliver_batch(self, messages: list[tuple[bytes, bytes, int]]) -> None:
-        """Deliver (key, value, offset) messages of their users' home partitions in one batch
-        (the agent is built to take exactly this many) and wait until it was applied."""
+    async def deliver_batch(self, messages: list[tuple[Any, ...]]) -> None:
+        """Deliver (key, value, offset, *headers) messages of their users' home partitions in one
+        batch (the agent is built to take exactly this many) and wait until it was applied."""
         events = []
-        for key, value, offset in messages:
+        for key, value, offset, *headers in messages:
             self.agent.sent_offset = offset
             partition = partition_for(key, PARTITIONS)
-            events.append(await self.agent.put(value, key=key, partition=partition))
+            events.append(
+                await self.agent.put(value, key=key, partition=partition, headers=[*headers])
+            )
         async with asyncio.timeout(2):
             while not all(event.message.acked for event in events):  # noqa: ASYNC110
                 await asyncio.sleep(0)
@@ -337,6 +339,49 @@ async def test_a_batch_reads_each_users_state_in_that_users_partition(batching_w
 
     assert read_in == [(key, partition_for(key, PARTITIONS)) for key in users]
     assert len({partition for _, partition in read_in}) > 1
+
+
+ERASURE = (ERASE_HEADER, b"1")
+
+
+async def test_an_erasure_removes_the_users_state_and_held_history(worker):
+    await worker.deliver(action(), offset=5)
+    erased = metric("recsys_users_erased_total")
+
+    await worker.deliver(b"{}", offset=6, headers=[ERASURE])
+
+    assert worker.state is None
+    assert worker.touched == {}
+    assert metric("recsys_users_erased_total") == erased + 1
+
+
+async def test_an_erasure_outside_the_users_partition_goes_to_the_dead_letters(worker):
+    await worker.deliver(action(), offset=5)
+    before = worker.state
+
+    await worker.deliver(b"{}", offset=6, partition=AWAY, headers=[ERASURE])
+
+    [letter] = drained(worker.dead_letters)
+    assert letter.headers[ERROR_HEADER].decode() == (
+        f"{ERASE_HEADER}: must be keyed by the user, in the user's partition"
+    )
+    assert worker.state == before
+
+
+async def test_events_after_an_erasure_in_the_same_batch_start_the_user_afresh(batching_worker):
+    await batching_worker.deliver_batch(
+        [
+            (KEY, action(), 30),
+            (KEY, action(item_id="i2"), 31),
+            (KEY, b"{}", 32, ERASURE),
+            (KEY, action(item_id="i3", action="click"), 33),
+            (b"u2", orjson.dumps({"user_id": "u2", "item_id": "i9", "action": "view"}), 4),
+        ]
+    )
+
+    state = batching_worker.product.user_state.get(KEY)
+    assert state.items == {"i3": [1.0, 1, WHEN]}
+    assert (state.event_count, state.applied_offset) == (1, 33)
 
 
 def batch_at(*positions: tuple[int, int]) -> list[Any]:
