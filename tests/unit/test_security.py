@@ -141,3 +141,9 @@ def test_the_demo_page_is_a_public_read_but_opens_no_other_path():
     assert needs_key(keyed(), "POST", "/")
     for admin_path in ("/metrics", "/router", "/table/user-state", "/x"):
         assert needs_key(keyed(), "GET", admin_path), admin_path
+
+
+@pytest.mark.parametrize("path", ["/openapi.json", "/docs", "/docs/static/swagger-ui.css"])
+def test_the_api_description_is_a_public_read(path):
+    assert not needs_key(keyed(), "GET", path)
+    assert needs_key(keyed(api_key_for_reads=True), "GET", path)
