@@ -46,12 +46,13 @@ feed: up
 ## Everything running, the bundled sample fed, then the worker's log followed
 run: feed
 	@echo
-	@echo "The recommender is running on $(URL)"
+	@echo "Open $(URL)/?user=c15311 : the demo page, one customer's live recommendations"
+	@echo "     $(URL)/docs        : the API, to read and try"
+	@echo "From a terminal:"
 	@echo "  curl $(URL)/recommend/c15311      a customer's recommendations"
 	@echo "  curl $(URL)/users/c15311          the interactions behind them"
 	@echo "  curl $(URL)/popular               trending items"
 	@echo "  curl $(URL)/readyz                ready (tables recovered)"
-	@echo "  $(URL)/docs                        the API, to read and try"
 	@echo "Following the worker log (Ctrl-C stops following; 'make down' stops the services)."
 	@tail -n 5 -f .data/logs/worker-$(or $(RECSYS_WEB_PORT),6066).log
 
