@@ -41,6 +41,7 @@ down:
 	scripts/services.sh stop
 
 feed: up
+	$(BIN)/python -m app load-items data/sample-items.csv --url $(URL)
 	$(BIN)/python -m app feed data/sample-events.csv --url $(URL)
 
 ## Everything running, the bundled sample fed, then the worker's log followed

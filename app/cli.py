@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +24,7 @@ from faust.cli.base import cli as faust_cli
 from redis.exceptions import RedisError
 
 from app import replay as replaying
-from app.datasets import DatasetError, event_json, iter_events
+from app.datasets import DatasetError, event_json, iter_events, iter_items
 from app.ops.progress import Progress
 from app.security import client_headers
 from app.stores.model import version_sequence
@@ -63,6 +63,7 @@ The product's commands:
   worker          run a worker: the stream, the lists, the HTTP API
   create-topics   create user-actions, its dead-letter topic and items
   feed            post an events file to a running worker
+  load-items      post a catalogue file (titles, categories) to a running worker
   retrain         ask for a full fit now and follow it
   replay          rebuild every derived state from the raw log
   catch-up        follow the workers re-applying the log after a replay
@@ -130,6 +131,33 @@ async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
     raise SystemExit(f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?")
 
 
+async def post_all(
+    self: ProductCommand, url: str | None, path: str, records: Iterator[dict], batch: int
+) -> tuple[str, int]:
+    """POST ``records`` to a running worker's ``path`` (``/events`` or ``/items``) in batches,
+    with RECSYS_API_KEY when set; stop at the first answer that is not 202. Returns the URL
+    and how many were accepted."""
+    settings = self.product.settings
+    url = url or f"http://{settings.web_host}:{settings.web_port}"
+    noun = path.strip("/")
+    sent = 0
+    async with aiohttp.ClientSession(headers=client_headers(settings)) as session:
+        with Progress().bar("posted", unit=noun.rstrip("s")) as bar:
+            try:
+                while chunk := list(islice(records, batch)):
+                    async with session.post(f"{url}{path}", json={noun: chunk}) as response:
+                        reply = await response.json()
+                        if response.status != 202:
+                            raise SystemExit(
+                                f"stopped after {sent} {noun}: {response.status} {reply}"
+                            )
+                    sent += len(chunk)
+                    bar.update(len(chunk))
+            except DatasetError as error:
+                raise SystemExit(f"stopped after {sent} {noun}: {error}") from None
+    return url, sent
+
+
 @command(
     argument("path", type=click.Path(exists=True, dir_okay=False)),
     option("--url", default=None, help="the worker's URL (default: this worker's web address)"),
@@ -138,26 +166,21 @@ async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
 async def feed(self: ProductCommand, path: str, url: str | None, batch: int) -> None:
     """Post the events of a file (an events CSV or Online Retail, plain or .gz, the formats
     ``evaluate`` reads) to a running worker's POST /events, with RECSYS_API_KEY when set."""
-    settings = self.product.settings
-    url = url or f"http://{settings.web_host}:{settings.web_port}"
-    events = iter_events(path)
-    sent = 0
-    async with aiohttp.ClientSession(headers=client_headers(settings)) as session:
-        with Progress().bar("fed", unit="event") as bar:
-            try:
-                while chunk := [event_json(event) for event in islice(events, batch)]:
-                    body = {"events": chunk}
-                    async with session.post(f"{url}/events", json=body) as response:
-                        reply = await response.json()
-                        if response.status != 202:
-                            raise SystemExit(
-                                f"feed stopped after {sent} events: {response.status} {reply}"
-                            )
-                    sent += len(chunk)
-                    bar.update(len(chunk))
-            except DatasetError as error:
-                raise SystemExit(f"feed stopped after {sent} events: {error}") from None
+    events = (event_json(event) for event in iter_events(path))
+    url, sent = await post_all(self, url, "/events", events, batch)
     self.say(f"fed {sent} events from {path} to {url}")
+
+
+@command(
+    argument("path", type=click.Path(exists=True, dir_okay=False)),
+    option("--url", default=None, help="the worker's URL (default: this worker's web address)"),
+    option("--batch", default=500, show_default=True, help="items per request"),
+)
+async def load_items(self: ProductCommand, path: str, url: str | None, batch: int) -> None:
+    """Post a catalogue CSV (item_id, then any of title, description, categories and tags,
+    the last two |-separated) to a running worker's POST /items."""
+    url, sent = await post_all(self, url, "/items", iter_items(path), batch)
+    self.say(f"loaded {sent} items from {path} to {url}")
 
 
 @command(

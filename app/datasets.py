@@ -1,7 +1,8 @@
 """Interaction data sets read from files: no Faust, no Kafka, no Redis.
 
 The one reader of events files: ``python -m app feed``, the evaluations and the benchmarks all
-read through :func:`iter_events`. Two CSV formats, told apart by their header row, plain or
+read through :func:`iter_events` (catalogue files, for ``load-items``, through
+:func:`iter_items`). Two events formats, told apart by their header row, plain or
 gzip-compressed (detected from the file's first bytes, whatever its name):
 
 * an **events CSV**: ``user_id,item_id,action,timestamp`` (timestamp in unix seconds or
@@ -19,6 +20,7 @@ import csv
 import gzip
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,8 +85,9 @@ def detect_format(header: Iterable[str]) -> str:
     )
 
 
-def iter_events(path: str | Path) -> Iterator[Event]:
-    """The events of a CSV file (either format, plain or gzip), in file order, as read."""
+@contextmanager
+def csv_rows(path: str | Path) -> Iterator[csv.DictReader]:
+    """A CSV file's rows by its header, plain or gzip; errors inside name the file."""
     path = Path(path)
     with path.open("rb") as raw:
         compressed = raw.read(2) == _GZIP_MAGIC
@@ -94,11 +97,33 @@ def iter_events(path: str | Path) -> Iterator[Event]:
         if reader.fieldnames is None:
             raise DatasetError(f"{path}: the file is empty")
         try:
-            kind = detect_format(reader.fieldnames)
-            parse = generic_events if kind == "events" else retail_events
-            yield from parse(reader)
+            yield reader
         except DatasetError as error:
             raise DatasetError(f"{path}: {error}") from None
+
+
+def iter_events(path: str | Path) -> Iterator[Event]:
+    """The events of a CSV file (either format, plain or gzip), in file order, as read."""
+    with csv_rows(path) as reader:
+        kind = detect_format(reader.fieldnames or ())
+        yield from (generic_events if kind == "events" else retail_events)(reader)
+
+
+def iter_items(path: str | Path) -> Iterator[dict[str, object]]:
+    """The ``POST /items`` form of a catalogue CSV's rows: ``item_id``, then any of ``title``,
+    ``description``, ``categories`` and ``tags`` (the last two ``|``-separated)."""
+    with csv_rows(path) as reader:
+        if "item_id" not in (reader.fieldnames or ()):
+            raise DatasetError("a catalogue CSV needs an item_id column")
+        for row in reader:
+            item: dict[str, object] = {"item_id": row["item_id"].strip()}
+            for text in ("title", "description"):
+                if row.get(text):
+                    item[text] = row[text]
+            for labels in ("categories", "tags"):
+                if row.get(labels):
+                    item[labels] = [label.strip() for label in row[labels].split("|")]
+            yield item
 
 
 def read_events(path: str | Path) -> list[Event]:

@@ -3,8 +3,11 @@ Redis -> content-based lists, filters, unavailable items and content /similar.""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
+from harness.commands import run_app
 from harness.http import eventually, get_json, post_json
 
 
@@ -139,3 +142,22 @@ async def test_an_item_not_in_the_catalogue_is_404_naming_it(worker, http):
     status, body = await get_json(http, f"{worker.url}/items/never-posted")
 
     assert (status, body) == (404, {"error": "item 'never-posted' is not in the catalogue"})
+
+
+async def test_load_items_posts_a_catalogue_csv_that_is_read_back(worker, http, tmp_path):
+    catalogue = tmp_path / "items.csv"
+    catalogue.write_text("item_id,title,categories\nloaded-1,Enamel jug,kitchen|jugs\n")
+
+    done = await asyncio.to_thread(
+        run_app, ["load-items", str(catalogue), "--url", worker.url], worker.env, 60
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "loaded 1 items" in done.stdout
+
+    async def read_back() -> dict | None:
+        status, body = await get_json(http, f"{worker.url}/items/loaded-1")
+        return body if status == 200 else None
+
+    body = await eventually(read_back, within=15, interval=0.2)
+    assert (body["title"], body["categories"]) == ("Enamel jug", ["kitchen", "jugs"])
