@@ -35,7 +35,17 @@ ERROR: Schema = {
 SCORED: Schema = {
     "type": "object",
     "required": ["item_id", "score"],
-    "properties": {"item_id": {"type": "string"}, "score": {"type": "number"}},
+    "properties": {
+        "item_id": {"type": "string"},
+        "score": {"type": "number"},
+        "title": {"type": ["string", "null"], "description": "with ?fields=title"},
+    },
+}
+FIELDS: Schema = {
+    "name": "fields",
+    "in": "query",
+    "description": "title: add each item's catalogue title (null when it has none)",
+    "schema": {"enum": ["title"]},
 }
 ACCEPTED: Schema = {
     "type": "object",
@@ -262,6 +272,7 @@ def openapi_document(settings: Settings) -> Schema:
                 "parameters": [
                     user_path,
                     count,
+                    FIELDS,
                     {
                         "name": "exclude",
                         "in": "query",
@@ -325,6 +336,7 @@ def openapi_document(settings: Settings) -> Schema:
                 "summary": "Trending items by time-decayed action weight",
                 "parameters": [
                     count,
+                    FIELDS,
                     {
                         "name": "half_life",
                         "in": "query",
@@ -341,7 +353,7 @@ def openapi_document(settings: Settings) -> Schema:
         "/similar/{item_id}": {
             "get": {
                 "summary": "Items closest to an item by ALS factors, or by catalogue content",
-                "parameters": [item_path, count],
+                "parameters": [item_path, count, FIELDS],
                 "responses": {
                     "200": _json(
                         _ranked(

@@ -65,6 +65,7 @@ class CatalogueSnapshot:
     content: ContentIndex | None = None
     unavailable: frozenset[str] = frozenset()
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    titles: Mapping[str, str] = field(default_factory=dict)
     version: int = 0
 
     @classmethod
@@ -74,6 +75,7 @@ class CatalogueSnapshot:
             content=ContentIndex(records),
             unavailable=frozenset(r.item_id for r in records if not r.available),
             categories={record.item_id: record.categories for record in records},
+            titles={record.item_id: record.title for record in records if record.title},
             version=version,
         )
 

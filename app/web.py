@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -110,6 +110,21 @@ class ProductView(web.View):
         if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= limit:
             return self.error(400, f"n: must be a whole number from 1 to {limit}")
         return int(raw)
+
+    def scored(
+        self, request: web.Request, ranked: Iterable[tuple[str, float]]
+    ) -> list[dict[str, Any]] | web.Response:
+        """A list's items as JSON, with each one's catalogue title under ``?fields=title``
+        (null when it has none); or the 400 that says what is wrong with ``fields``."""
+        fields = request.query.get("fields")
+        if fields not in (None, "title"):
+            return self.error(400, f"fields: must be title, got {fields[:20]!r}")
+        if fields is None:
+            return [{"item_id": item, "score": score} for item, score in ranked]
+        titles = self.product.refresher.catalogue.titles
+        return [
+            {"item_id": item, "score": score, "title": titles.get(item)} for item, score in ranked
+        ]
 
     def recovered(self) -> bool:
         """Whether the tables have recovered from their changelogs, so writes build on them."""
@@ -350,11 +365,14 @@ class Recommend(ProductView):
                 entry = await refresher.recommend_now(user_id)
         except (RedisError, OSError):
             entry = self.product.recovery.list_without_redis(user_id)
-        shown = refresher.catalogue.visible(entry["items"], exclude, category)[:n]
+        visible = refresher.catalogue.visible(entry["items"], exclude, category)[:n]
+        shown = self.scored(request, visible)
+        if isinstance(shown, StreamResponse):
+            return shown
         return self.json(
             {
                 "user_id": user_id,
-                "items": [{"item_id": item, "score": score} for item, score in shown],
+                "items": shown,
                 "source": entry["source"],
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
@@ -430,9 +448,12 @@ class Popular(ProductView):
         except (RedisError, OSError):
             ranked = self.product.recovery.last_popular(half_life)[:depth]
         entry = self.product.refresher.popular_list(ranked, (), half_life)
+        shown = self.scored(request, entry["items"][:n])
+        if isinstance(shown, StreamResponse):
+            return shown
         return self.json(
             {
-                "items": [{"item_id": item, "score": score} for item, score in entry["items"][:n]],
+                "items": shown,
                 "half_life_seconds": half_life,
             }
         )
@@ -456,10 +477,13 @@ class Similar(ProductView):
         if found is None:
             return self.error(404, f"item {item_id!r} has neither factors nor catalogue content")
         ranked, source = found
+        shown = self.scored(request, ranked)
+        if isinstance(shown, StreamResponse):
+            return shown
         return self.json(
             {
                 "item_id": item_id,
-                "items": [{"item_id": other, "score": score} for other, score in ranked],
+                "items": shown,
                 "source": source,
                 "model_version": refresher.model_version,
             }

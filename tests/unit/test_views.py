@@ -4,6 +4,7 @@ and Redis unreachable: bad input is refused with a 400 that names it, and reads 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -159,3 +160,25 @@ async def test_the_docs_page_and_its_swagger_ui_assets_are_served_from_the_packa
     assert "/openapi.json" in await page.text()
     assert bundle.status == 200
     assert "SwaggerUIBundle" in await bundle.text()
+
+
+async def test_popular_with_fields_title_adds_each_items_title_or_null(client, product):
+    product.refresher.catalogue = dataclasses.replace(
+        product.refresher.catalogue, titles={"i1": "Enamel jug"}
+    )
+
+    response = await client.get("/popular", params={"n": "2", "fields": "title"})
+
+    assert response.status == 200
+    items = (await response.json())["items"]
+    assert [(entry["item_id"], entry["title"]) for entry in items] == [
+        ("i1", "Enamel jug"),
+        ("i2", None),
+    ]
+
+
+async def test_an_unknown_fields_value_is_refused_naming_fields(client):
+    response = await client.get("/popular", params={"fields": "price"})
+
+    assert response.status == 400
+    assert await response.json() == {"error": "fields: must be title, got 'price'"}
