@@ -119,11 +119,12 @@ class EventProcessor:
     async def _fold(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes | None:
         """Fold one message into ``states``; the user's key when the state is to be written."""
         message = event.message
+        headers = _headers(event)
         try:
-            if ERASE_HEADER in _headers(event):
+            if ERASE_HEADER in headers:
                 return self._erase(event, states)
             action = decode_message(event.value, self.settings, now=message.timestamp)
-            origin = _origin(_headers(event))
+            origin = _origin(headers)
         except InvalidEvent as error:
             log.warning("dead-lettered %s:%s: %s", message.partition, message.offset, error)
             metrics.dead_lettered.labels(error.field).inc()
