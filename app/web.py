@@ -111,15 +111,18 @@ class ProductView(web.View):
             return self.error(400, f"n: must be a whole number from 1 to {limit}")
         return int(raw)
 
-    def scored(
-        self, request: web.Request, ranked: Iterable[tuple[str, float]]
-    ) -> list[dict[str, Any]] | web.Response:
-        """A list's items as JSON, with each one's catalogue title under ``?fields=title``
-        (null when it has none); or the 400 that says what is wrong with ``fields``."""
+    def titled(self, request: web.Request) -> bool | web.Response:
+        """Whether ``?fields=title`` asks for the items' titles, or the 400 that says what is
+        wrong with ``fields``."""
         fields = request.query.get("fields")
         if fields not in (None, "title"):
             return self.error(400, f"fields: must be title, got {fields[:20]!r}")
-        if fields is None:
+        return fields == "title"
+
+    def scored(self, ranked: Iterable[tuple[str, float]], titled: bool) -> list[dict[str, Any]]:
+        """A list's items as JSON, with each one's catalogue title when ``titled`` (null when
+        it has none)."""
+        if not titled:
             return [{"item_id": item, "score": score} for item, score in ranked]
         titles = self.product.refresher.catalogue.titles
         return [
@@ -350,6 +353,9 @@ class Recommend(ProductView):
         n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
+        titled = self.titled(request)
+        if isinstance(titled, StreamResponse):
+            return titled
         exclude = {item for item in request.query.get("exclude", "").split(",") if item}
         category = request.query.get("category") or None
         refresher = self.product.refresher
@@ -366,9 +372,7 @@ class Recommend(ProductView):
         except (RedisError, OSError):
             entry = self.product.recovery.list_without_redis(user_id)
         visible = refresher.catalogue.visible(entry["items"], exclude, category)[:n]
-        shown = self.scored(request, visible)
-        if isinstance(shown, StreamResponse):
-            return shown
+        shown = self.scored(visible, titled)
         return self.json(
             {
                 "user_id": user_id,
@@ -434,6 +438,9 @@ class Popular(ProductView):
         n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
+        titled = self.titled(request)
+        if isinstance(titled, StreamResponse):
+            return titled
         raw = request.query.get("half_life", f"{settings.popularity_half_life:g}")
         try:
             half_life = float(raw)
@@ -448,9 +455,7 @@ class Popular(ProductView):
         except (RedisError, OSError):
             ranked = self.product.recovery.last_popular(half_life)[:depth]
         entry = self.product.refresher.popular_list(ranked, (), half_life)
-        shown = self.scored(request, entry["items"][:n])
-        if isinstance(shown, StreamResponse):
-            return shown
+        shown = self.scored(entry["items"][:n], titled)
         return self.json(
             {
                 "items": shown,
@@ -472,14 +477,15 @@ class Similar(ProductView):
         n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
+        titled = self.titled(request)
+        if isinstance(titled, StreamResponse):
+            return titled
         refresher = self.product.refresher
         found = serving.similar_items(refresher.model, refresher.catalogue, item_id, n)
         if found is None:
             return self.error(404, f"item {item_id!r} has neither factors nor catalogue content")
         ranked, source = found
-        shown = self.scored(request, ranked)
-        if isinstance(shown, StreamResponse):
-            return shown
+        shown = self.scored(ranked, titled)
         return self.json(
             {
                 "item_id": item_id,
