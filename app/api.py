@@ -340,12 +340,24 @@ def openapi_document(settings: Settings) -> Schema:
                     {
                         "name": "half_life",
                         "in": "query",
-                        "description": "seconds; one of RECSYS_POPULARITY_HALF_LIVES",
+                        "description": "seconds: RECSYS_POPULARITY_HALF_LIFE or one of "
+                        "RECSYS_TRENDING_HALF_LIVES",
                         "schema": {"enum": [f"{value:g}" for value in settings.half_lives]},
                     },
                 ],
                 "responses": {
-                    "200": _json(_ranked(half_life_seconds={"type": "number"}), "best first"),
+                    "200": _json(
+                        _ranked(
+                            half_life_seconds={"type": "number"},
+                            as_of={
+                                "type": "number",
+                                "description": "unix seconds the scores are decayed to: the "
+                                "newest event time seen (RECSYS_POPULARITY_CLOCK=stream) or "
+                                "the worker's clock (wall)",
+                            },
+                        ),
+                        "best first",
+                    ),
                     **_errors(400, 401),
                 },
             }

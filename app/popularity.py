@@ -6,15 +6,35 @@ at ``now``. Scores are kept as ``log2`` of that sum measured against the unix ep
 (:func:`app.ranker.decayed_log_score`), so they never overflow and compare at any ``now``.
 Redis holds the running totals; its Lua script (``app.stores.popularity``) is the server-side
 twin of :meth:`Popularity.add_log`. Pure numerics: no Faust, no I/O.
+
+The ranking does not depend on ``now``; the weights shown do. They are read at stream time
+(:func:`read_time`): the newest event time seen, so a replayed history trends as it did when it
+happened, with weights near 1 rather than decayed to nothing against today's date.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 
 from app import ranker
+
+
+class Trending(NamedTuple):
+    """The most popular items (log2 scores, best first) and the time their weights are read at."""
+
+    items: ranker.Scored
+    as_of: float
+
+
+def read_time(clock: str, newest_event_at: float | None, now: float) -> float:
+    """When decayed weights are read: at the newest event time seen (``stream``), or at ``now``
+    (``wall``, and while no event has been seen)."""
+    if clock == "stream" and newest_event_at is not None:
+        return newest_event_at
+    return now
 
 
 def log_increment(weight: float, timestamp: float, half_life: float) -> float | None:
@@ -39,6 +59,8 @@ class Popularity:
         self._positions: dict[str, int] = {}
         self._names: list[str] = []
         self._scores = np.empty(64, dtype=np.float64)
+        self.newest: float | None = None
+        """The newest event time counted (stream time)."""
 
     def __len__(self) -> int:
         return len(self._names)
@@ -48,6 +70,7 @@ class Popularity:
 
     def add(self, item_id: str, weight: float, timestamp: float) -> None:
         """Count one event of this item."""
+        self.newest = timestamp if self.newest is None else max(self.newest, timestamp)
         increment = log_increment(weight, timestamp, self.half_life)
         if increment is not None:
             self.add_log(item_id, increment)
@@ -72,6 +95,8 @@ class Popularity:
             raise ValueError(f"half-lives differ: {self.half_life} and {other.half_life}")
         for item_id, log_score in other.items():
             self.add_log(item_id, log_score)
+        if other.newest is not None:
+            self.newest = other.newest if self.newest is None else max(self.newest, other.newest)
 
     def items(self) -> Iterator[tuple[str, float]]:
         """(item id, log2 score) in the order items were first counted."""
@@ -89,6 +114,10 @@ class Popularity:
             candidates = range(len(scores))
         ranked = sorted(candidates, key=lambda p: (scores[p], self._names[p]), reverse=True)
         return [(self._names[p], float(scores[p])) for p in ranked[:n]]
+
+    def trending(self, n: int, clock: str, now: float) -> Trending:
+        """The n most popular items, read at this accumulator's stream time or at ``now``."""
+        return Trending(self.top(n), read_time(clock, self.newest, now))
 
 
 def accumulators(half_lives: Iterable[float]) -> dict[float, Popularity]:

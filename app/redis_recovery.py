@@ -20,9 +20,9 @@ import uuid
 
 from redis.exceptions import RedisError
 
-from app import ranker, serving
+from app import serving
 from app.models import LAST_AT, WEIGHT
-from app.popularity import accumulators
+from app.popularity import Trending, accumulators
 from app.refresher import ListRefresher, history
 from app.serving import ServedList
 from app.settings import Settings
@@ -40,7 +40,7 @@ class RedisRecovery:
         self.stores = stores
         self.refresher = refresher
         self.epoch: bytes | None = None
-        self.popular: dict[float, ranker.Scored] = {}
+        self.popular: dict[float, Trending] = {}
         self.refill_due = False
         self.refill_task: asyncio.Task[None] | None = None
 
@@ -69,9 +69,7 @@ class RedisRecovery:
             self.refill_due = False
             self.refill_task = asyncio.get_running_loop().create_task(self._refill_or_retry())
         for half_life in self.settings.half_lives:
-            self.popular[half_life] = await self.stores.popularity.top(
-                self.refresher.rules.popular_depth, half_life
-            )
+            self.popular[half_life] = await self.refresher.trending(half_life)
 
     async def _refill_or_retry(self) -> None:
         try:
@@ -128,6 +126,7 @@ class RedisRecovery:
         )
         return entry
 
-    def last_popular(self, half_life: float | None = None) -> ranker.Scored:
+    def last_popular(self, half_life: float | None = None) -> Trending:
         """The popular items last read from Redis, for when it cannot be reached."""
-        return self.popular.get(half_life or self.settings.popularity_half_life, [])
+        half_life = half_life or self.settings.popularity_half_life
+        return self.popular.get(half_life, Trending([], time.time()))

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from app import ranker, serving
 from app.models import UserAction, UserState
 from app.ops import metrics
-from app.popularity import accumulators
+from app.popularity import Trending, accumulators
 from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
 from app.settings import Settings
 from app.stores import Stores
@@ -284,7 +284,7 @@ class ListRefresher:
         )
         return True
 
-    def lists(self, users: Mapping[str, UserHistory], popular: ranker.Scored) -> list[ServedList]:
+    def lists(self, users: Mapping[str, UserHistory], popular: Trending) -> list[ServedList]:
         """These users' lists under the serving policy."""
         return serving.user_lists(
             self.model, list(users.values()), self.catalogue, popular, self.rules
@@ -294,9 +294,7 @@ class ListRefresher:
         """Recompute and cache these users' lists from their histories; returns them by user."""
         async with self._write_lock:
             started = time.perf_counter()
-            popular = await self.stores.popularity.top(
-                self.rules.popular_depth, self.rules.popularity_half_life
-            )
+            popular = await self.trending()
             users, step = list(histories), self.settings.refresh_slice
             lists: dict[str, ServedList] = {}
             for start in range(0, len(users), step):
@@ -315,8 +313,17 @@ class ListRefresher:
                 self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
             return lists
 
+    async def trending(self, half_life: float | None = None, depth: int | None = None) -> Trending:
+        """The popular items lists are chosen from, read at the time the policy reads them at."""
+        return await self.stores.popularity.trending(
+            depth or self.rules.popular_depth,
+            half_life or self.rules.popularity_half_life,
+            self.rules.popularity_clock,
+            time.time(),
+        )
+
     def popular_list(
-        self, popular: ranker.Scored, seen: Iterable[str], half_life: float | None = None
+        self, popular: Trending, seen: Iterable[str], half_life: float | None = None
     ) -> ServedList:
         """Popular items for somebody who has seen ``seen``, under the serving policy."""
         return serving.popular_list(
@@ -328,10 +335,7 @@ class ListRefresher:
         state = self.states.get(user_id)
         if state is not None:
             return (await self.refresh({user_id: history(state)}))[user_id]
-        popular = await self.stores.popularity.top(
-            self.rules.popular_depth, self.rules.popularity_half_life
-        )
-        return self.popular_list(popular, ())
+        return self.popular_list(await self.trending(), ())
 
     def close(self) -> None:
         self._solver.shutdown(wait=False, cancel_futures=True)

@@ -18,6 +18,7 @@ from typing import NamedTuple, TypedDict
 from app import ranker
 from app.content import ContentIndex, blend
 from app.models import ItemRecord
+from app.popularity import Trending
 from app.settings import Settings
 
 POPULAR_DEPTH = 3
@@ -42,6 +43,7 @@ class ServingRules:
     content_max_events: int = 3
     content_weight: float = 0.7
     popularity_half_life: float = 7 * 24 * 3600.0
+    popularity_clock: str = "stream"
 
     @classmethod
     def of(cls, settings: Settings) -> ServingRules:
@@ -50,6 +52,7 @@ class ServingRules:
             content_max_events=settings.content_max_events,
             content_weight=settings.content_weight,
             popularity_half_life=settings.popularity_half_life,
+            popularity_clock=settings.popularity_clock,
         )
 
     @property
@@ -103,7 +106,7 @@ class UserHistory(NamedTuple):
 
 
 def popular_list(
-    popular: ranker.Scored,
+    popular: Trending,
     seen: Iterable[str],
     catalogue: CatalogueSnapshot,
     rules: ServingRules,
@@ -111,13 +114,15 @@ def popular_list(
     model_version: str | None,
     half_life: float | None = None,
 ) -> ServedList:
-    """Popular items (``popular``: log2 scores, best first) the user has not seen, available,
-    scored by their decayed weight at ``now``."""
+    """Popular items the user has not seen, available, scored by their decayed weight at the
+    time ``popular`` is read at; written at ``now``."""
     half_life = half_life or rules.popularity_half_life
     hidden = catalogue.unavailable.union(seen)
-    items = ranker.popular_excluding(popular, hidden, rules.list_length)
+    items = ranker.popular_excluding(popular.items, hidden, rules.list_length)
     return ServedList(
-        items=[(item, ranker.decayed_value(score, now, half_life)) for item, score in items],
+        items=[
+            (item, ranker.decayed_value(score, popular.as_of, half_life)) for item, score in items
+        ],
         source="popular",
         model_version=model_version,
         updated_at=now,
@@ -128,7 +133,7 @@ def user_lists(
     model: ranker.FactorModel | None,
     users: Sequence[UserHistory],
     catalogue: CatalogueSnapshot,
-    popular: ranker.Scored,
+    popular: Trending,
     rules: ServingRules,
     now: float | None = None,
 ) -> list[ServedList]:

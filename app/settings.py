@@ -15,6 +15,7 @@ from typing import Any
 MAX_ITEMS_PER_USER = 2**16 - 1
 """The changelog encoding counts a user's items in 16 bits (:mod:`app.state_codec`)."""
 LOG_FORMATS = ("keyvalue", "json")
+POPULARITY_CLOCKS = ("stream", "wall")
 
 DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
 """A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
@@ -128,6 +129,10 @@ class Settings:
     """Seconds a cached list lives without updates."""
     popularity_half_life: float = 7 * 24 * 3600.0
     """Half-life of the cold-start popularity, seconds."""
+    popularity_clock: str = "stream"
+    """What popularity's weights decay against: ``stream``, the newest event time seen, so a
+    replayed history trends as it did when it happened; or ``wall``, the worker's clock. The
+    ranking is the same under both; the weights shown and served differ."""
     trending_half_lives: str = "3600,86400"
     """Further half-lives ``/popular?half_life=`` offers, comma-separated seconds."""
     max_events_per_request: int = 1000
@@ -208,6 +213,11 @@ class Settings:
             ) from None
         if any(half_life <= 0 for half_life in half_lives):
             raise SettingsError("RECSYS_TRENDING_HALF_LIVES: every half-life must be positive")
+        if self.popularity_clock not in POPULARITY_CLOCKS:
+            raise SettingsError(
+                f"RECSYS_POPULARITY_CLOCK: must be one of {', '.join(POPULARITY_CLOCKS)}, "
+                f"got {self.popularity_clock!r}"
+            )
         if self.log_format not in LOG_FORMATS:
             raise SettingsError(
                 f"RECSYS_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, "

@@ -449,17 +449,19 @@ class Popular(ProductView):
         if half_life not in settings.half_lives:
             kept = ", ".join(f"{value:g}" for value in settings.half_lives)
             return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
-        depth = n + len(self.product.refresher.catalogue.unavailable)
+        refresher = self.product.refresher
+        depth = n + len(refresher.catalogue.unavailable)
         try:
-            ranked = await self.product.stores.popularity.top(depth, half_life)
+            popular = await refresher.trending(half_life, depth)
         except (RedisError, OSError):
-            ranked = self.product.recovery.last_popular(half_life)[:depth]
-        entry = self.product.refresher.popular_list(ranked, (), half_life)
+            popular = self.product.recovery.last_popular(half_life)
+        entry = refresher.popular_list(popular, (), half_life)
         shown = self.scored(entry["items"][:n], titled)
         return self.json(
             {
                 "items": shown,
                 "half_life_seconds": half_life,
+                "as_of": popular.as_of,
             }
         )
 

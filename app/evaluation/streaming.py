@@ -36,7 +36,7 @@ from app import ranker, serving
 from app.datasets import Event
 from app.evaluation.offline import bootstrap_indices, hit_rate_at, ndcg_at
 from app.ops.progress import Progress
-from app.popularity import Popularity
+from app.popularity import Popularity, Trending
 from app.retraining import RetrainPolicy, als_params
 from app.serving import CatalogueSnapshot, ServingRules, UserHistory
 from app.settings import Settings
@@ -154,7 +154,7 @@ def served_top(
     model: ranker.FactorModel,
     user: UserHistory,
     catalogue: CatalogueSnapshot,
-    popular: ranker.Scored,
+    popular: Trending,
     rules: ServingRules,
     now: float,
 ) -> list[str]:
@@ -337,7 +337,7 @@ def simulate(
     frozen = FrozenUsers(warm, rows)
     product: dict[str, list[str]] = {}
     no_refit: dict[str, list[str]] = {}
-    popular = popularity.top(rules.popular_depth)
+    popular = popularity.trending(rules.popular_depth, rules.popularity_clock, stream.cut)
     for user_id in first_is_probe:
         if user_id in rows:
             product[user_id] = no_refit[user_id] = served_top(
@@ -352,7 +352,9 @@ def simulate(
             row = rows[event.user_id]
             frozen_list = frozen.top(event.user_id, row)
             if frozen_list is None:
-                popular = popularity.top(rules.popular_depth)
+                popular = popularity.trending(
+                    rules.popular_depth, rules.popularity_clock, event.timestamp
+                )
                 fallback = serving.popular_list(
                     popular, row, catalogue, rules, event.timestamp, warm.version
                 )
@@ -370,7 +372,9 @@ def simulate(
         feed(event)
         if needs_after[position]:
             history = user(event.user_id)
-            popular = popularity.top(rules.popular_depth)
+            popular = popularity.trending(
+                rules.popular_depth, rules.popularity_clock, event.timestamp
+            )
             product[event.user_id] = served_top(
                 model, history, catalogue, popular, rules, event.timestamp
             )

@@ -2,19 +2,20 @@
 
 Keys are built only from validated ids. The layout:
 
-=============================  ============================================================
-``{p}:rec:{user_id}``          a user's cached list (JSON, ``app.stores.lists``)
-``{p}:popular:{half_life}``    sorted set of items' log2 decayed weight for one half-life
-``{p}:model:{version}``        a published snapshot blob (``app.stores.model``)
-``{p}:model:{version}:deltas`` list of the delta blobs published on that snapshot, in order
-``{p}:model:{name}``           the model pointers: current, snapshot, versions, sequence,
-                               fitting, retrain-requested, trainer-lease
-``{p}:items``                  hash of item id -> catalogue record (``app.stores.catalogue``)
-``{p}:items:unavailable``      set of ids that must not be recommended
-``{p}:items:version``          counter bumped by every catalogue write
-``{p}:epoch``                  token whose loss tells workers Redis lost its data
-``{p}:replay``                 the marker a replay leaves for the workers (``app.replay``)
-=============================  ============================================================
+=================================  ==========================================================
+``{p}:rec:{user_id}``              a user's cached list (JSON, ``app.stores.lists``)
+``{p}:popular:{half_life}``        sorted set of items' log2 decayed weight for one half-life
+``{p}:popular:newest-event-at``    the newest event time popularity counts (its stream time)
+``{p}:model:{version}``            a published snapshot blob (``app.stores.model``)
+``{p}:model:{version}:deltas``     list of the delta blobs published on that snapshot, in order
+``{p}:model:{name}``               the model pointers: current, snapshot, versions, sequence,
+                                   fitting, retrain-requested, trainer-lease
+``{p}:items``                      hash of item id -> catalogue record (``app.stores.catalogue``)
+``{p}:items:unavailable``          set of ids that must not be recommended
+``{p}:items:version``              counter bumped by every catalogue write
+``{p}:epoch``                      token whose loss tells workers Redis lost its data
+``{p}:replay``                     the marker a replay leaves for the workers (``app.replay``)
+=================================  ==========================================================
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class RedisKeys:
 
     def popular(self, half_life: float) -> str:
         return f"{self.prefix}:popular:{half_life:g}"
+
+    @property
+    def newest_event_at(self) -> str:
+        return f"{self.prefix}:popular:newest-event-at"
 
     def model(self, name: str) -> str:
         """A published version's blob, or one of the model pointers named in the module docs."""

@@ -96,15 +96,20 @@ async def test_after_a_weight_change_a_replay_rebuilds_state_popularity_lists_an
 
         async def popularity_rebuilt():
             _, popular = await get_json(http, f"{process.url}/popular?n=10")
-            expected = expected_popularity(events + mis_keyed, new_settings, time.time())
+            replayed = events + mis_keyed
+            newest = max(event["timestamp"] for event in replayed)  # stream time
+            expected = expected_popularity(replayed, new_settings, newest)
             top = sorted(expected, key=expected.get, reverse=True)[:10]
             popularity["served"] = [(e["item_id"], e["score"]) for e in popular["items"]]
+            popularity["as_of"] = [popular["as_of"], pytest.approx(newest)]
             popularity["expected"] = [(i, pytest.approx(expected[i], rel=1e-4)) for i in top]
-            return True if popularity["served"] == popularity["expected"] else None
+            matched = popularity["served"] == popularity["expected"]
+            return True if matched and popularity["as_of"][0] == popularity["as_of"][1] else None
 
         with contextlib.suppress(AssertionError):
             await eventually(popularity_rebuilt, within=5, interval=0.2)
         assert popularity["served"] == popularity["expected"]
+        assert popularity["as_of"][0] == popularity["as_of"][1]
 
         for user in ("user-0", "user-50", "user-99"):
             _, listed = await get_json(http, f"{process.url}/recommend/{user}")

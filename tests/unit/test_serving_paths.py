@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from app import ranker, serving
 from app.models import ItemRecord, UserAction, UserState, empty_state
+from app.popularity import Trending
 from app.redis_recovery import RedisRecovery
 from app.refresher import ListRefresher, history
 from app.serving import CatalogueSnapshot, ServedList, UserHistory
@@ -45,12 +46,15 @@ ROWS = [
     {"c": 1.0, "e": 1.0, "g": 1.0},
     {"b": 1.0, "f": 1.0, "h": 2.0},
 ]
-POPULAR = sorted(
-    (
-        (item, ranker.decayed_log_score(weight, NOW, SETTINGS.popularity_half_life))
-        for item, weight in {"h": 9.0, "a": 5.0, "d": 4.0, "f": 3.0, "b": 2.0, "g": 1.0}.items()
+POPULAR = Trending(
+    sorted(
+        (
+            (item, ranker.decayed_log_score(weight, NOW, SETTINGS.popularity_half_life))
+            for item, weight in {"h": 9.0, "a": 5.0, "d": 4.0, "f": 3.0, "b": 2.0, "g": 1.0}.items()
+        ),
+        key=lambda entry: -entry[1],
     ),
-    key=lambda entry: -entry[1],
+    NOW,
 )
 
 
@@ -182,7 +186,7 @@ class WrittenLists:
     def __init__(self) -> None:
         self.written: dict[str, bytes] = {}
 
-    async def top(self, depth: int, half_life: float) -> ranker.Scored:
+    async def trending(self, depth: int, half_life: float, clock: str, now: float) -> Trending:
         return POPULAR
 
     async def put_lists(self, encoded: dict[str, bytes]) -> None:

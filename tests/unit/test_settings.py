@@ -87,6 +87,7 @@ def test_the_defaults_are_in_range():
         ("RECSYS_MAX_ITEMS_PER_USER", "0", "RECSYS_MAX_ITEMS_PER_USER: must be at least 1"),
         ("RECSYS_MAX_ITEMS_PER_USER", "65536", "RECSYS_MAX_ITEMS_PER_USER: must be at most 65535"),
         ("RECSYS_LOG_FORMAT", "xml", "RECSYS_LOG_FORMAT: must be one of keyvalue, json, got 'xml'"),
+        ("RECSYS_POPULARITY_CLOCK", "utc", "RECSYS_POPULARITY_CLOCK: must be one of stream, wall"),
     ],
 )
 def test_a_value_out_of_range_is_refused_at_start_naming_the_variable(name, value, message):

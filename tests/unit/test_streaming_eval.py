@@ -100,7 +100,9 @@ def test_popularity_ranks_by_decayed_weight_with_ties_in_reverse_id_order():
     assert top_unseen(popularity, {"c", "a"}, 2) == ["b", "d"]
     # The product's popular list reads only the top ``popular_depth`` items.
     rules = ServingRules(list_length=2)
-    popular = serving.popular_list(popularity.top(2), {"c"}, CatalogueSnapshot(), rules, day, None)
+    popular = serving.popular_list(
+        popularity.trending(2, "stream", day), {"c"}, CatalogueSnapshot(), rules, day, None
+    )
     assert [item for item, _ in popular["items"]] == ["b"]
 
 
@@ -250,7 +252,7 @@ def served_before(stream: Stream, position: int, model: ranker.FactorModel) -> S
             row[event.item_id] = row.get(event.item_id, 0.0) + weight
             events += 1
     now = stream.replay[before[-1]].timestamp if before else stream.cut
-    popular = popularity.top(rules.popular_depth)
+    popular = popularity.trending(rules.popular_depth, rules.popularity_clock, now)
     (served,) = serving.user_lists(
         model, [UserHistory(events, row)], CATALOGUE, popular, rules, now
     )

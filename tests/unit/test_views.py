@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from app import ranker
 from app.factory import Product, create_app
+from app.popularity import Trending
 from app.settings import Settings
 
 NOW = time.time()
@@ -36,10 +37,13 @@ async def product(tmp_path_factory) -> AsyncIterator[Product]:
     product.faust.finalize()
     product.faust.web.init_server()
     half_life = settings.popularity_half_life
-    product.recovery.popular[half_life] = [  # as last read from Redis before it went away
-        (item, ranker.decayed_log_score(weight, NOW, half_life))
-        for item, weight in [("i1", 3.0), ("i2", 2.0), ("i3", 1.0)]
-    ]
+    product.recovery.popular[half_life] = Trending(  # as last read from Redis before it went away
+        [
+            (item, ranker.decayed_log_score(weight, NOW, half_life))
+            for item, weight in [("i1", 3.0), ("i2", 2.0), ("i3", 1.0)]
+        ],
+        NOW,
+    )
     yield product
     product.refresher.close()
     await product.stores.close()
