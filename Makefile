@@ -7,7 +7,7 @@ WORKERS ?= 1
 PORTS := $(shell seq $(or $(RECSYS_WEB_PORT),6066) $$(( $(or $(RECSYS_WEB_PORT),6066) + $(WORKERS) - 1 )))
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: run up down test lint format services topics feed browser clean-data lock
+.PHONY: run up down test lint format services topics feed browser screenshot clean-data lock
 
 $(BIN)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Python 3.11)"; exit 1; }
@@ -53,6 +53,7 @@ run: feed
 	@echo "  curl $(URL)/recommend/c15311      a customer's recommendations"
 	@echo "  curl $(URL)/users/c15311          the interactions behind them"
 	@echo "  curl $(URL)/popular               trending items"
+	@echo "  .venv/bin/python -m app play --rate 50   play the shop: the sample again, from its clock"
 	@echo "  curl $(URL)/readyz                ready (tables recovered)"
 	@echo "Following the worker log (Ctrl-C stops following; 'make down' stops the services)."
 	@tail -n 5 -f .data/logs/worker-$(or $(RECSYS_WEB_PORT),6066).log
@@ -74,6 +75,10 @@ browser:
 		echo "The browser test needs chromium and chromedriver: sudo apt-get install chromium chromium-driver"; \
 		exit 1; \
 	fi
+
+## The README's screenshot of the demo page (docs/demo.png), from the product `make run` started
+screenshot: browser
+	$(BIN)/python scripts/screenshot.py --url $(URL) --out docs/demo.png
 
 ## Lint, then unit tests and integration tests against a real Kafka and Redis and a browser
 test: lint services browser

@@ -235,6 +235,19 @@ def openapi_document(settings: Settings) -> Schema:
             },
         },
     }
+    play_status = {
+        "type": "object",
+        "required": ["playing"],
+        "properties": {
+            "playing": {"type": "boolean"},
+            "total": {"type": "integer"},
+            "sent": {"type": "integer"},
+            "events_per_second": {"type": "number"},
+            "started_at": {"type": "number"},
+            "finished_at": {"type": ["number", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+    }
     paths: dict[str, Schema] = {
         "/events": {
             "post": {
@@ -378,6 +391,48 @@ def openapi_document(settings: Settings) -> Schema:
                     **_errors(400, 401, 404),
                 },
             }
+        },
+        "/demo/play": {
+            "get": {
+                "summary": "How far the demo's play of the bundled history is",
+                "responses": {"200": _json(play_status, "the current or last play")},
+            },
+            "post": {
+                "summary": "Play the shop: replay the bundled history through POST /events",
+                "description": "At events_per_second, moved in time to continue from the "
+                "shop's clock (GET /popular's as_of). One play at a time per worker.",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["events_per_second"],
+                                "properties": {
+                                    "events_per_second": {
+                                        "type": "number",
+                                        "minimum": 1,
+                                        "maximum": 1000,
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json(play_status, "the play has started"),
+                    "404": _json(
+                        {"$ref": "#/components/schemas/Error"},
+                        "the history to play (RECSYS_DEMO_EVENTS) cannot be read",
+                    ),
+                    "409": _json({"$ref": "#/components/schemas/Error"}, "a play is running"),
+                    **_errors(400, 401, 408, 413, 503),
+                },
+            },
+            "delete": {
+                "summary": "Stop the demo's play; what was sent stays sent",
+                "responses": {"200": _json(play_status, "the play as it stopped"), **_errors(401)},
+            },
         },
         "/admin/retrain": {
             "post": {

@@ -23,6 +23,7 @@ from faust.cli import AppCommand, argument, option
 from faust.cli.base import cli as faust_cli
 from redis.exceptions import RedisError
 
+from app import play as shop_play
 from app import replay as replaying
 from app.datasets import DatasetError, event_json, iter_events, iter_items
 from app.ops.progress import Progress
@@ -64,6 +65,7 @@ The product's commands:
   create-topics   create user-actions, its dead-letter topic and items
   feed            post an events file to a running worker
   load-items      post a catalogue file (titles, categories) to a running worker
+  play            replay the demo history through a running worker at a chosen rate
   retrain         ask for a full fit now and follow it
   replay          rebuild every derived state from the raw log
   catch-up        follow the workers re-applying the log after a replay
@@ -138,7 +140,7 @@ async def post_all(
     with RECSYS_API_KEY when set; stop at the first answer that is not 202. Returns the URL
     and how many were accepted."""
     settings = self.product.settings
-    url = url or f"http://{settings.web_host}:{settings.web_port}"
+    url = url or settings.web_url
     noun = path.strip("/")
     sent = 0
     async with aiohttp.ClientSession(headers=client_headers(settings)) as session:
@@ -181,6 +183,41 @@ async def load_items(self: ProductCommand, path: str, url: str | None, batch: in
     the last two |-separated) to a running worker's POST /items."""
     url, sent = await post_all(self, url, "/items", iter_items(path), batch)
     self.say(f"loaded {sent} items from {path} to {url}")
+
+
+@command(
+    option("--rate", default=20.0, show_default=True, help="events per second (1 to 1000)"),
+    option("--url", default=None, help="the worker's URL (default: this worker's web address)"),
+    option("--path", default=None, help="the history to play (default: RECSYS_DEMO_EVENTS)"),
+)
+async def play(self: ProductCommand, rate: float, url: str | None, path: str | None) -> None:
+    """Replay a history (the bundled sample) through a running worker's POST /events at
+    --rate events/s, moved in time to continue from the shop's clock: what the demo page's
+    Play button does, from a terminal."""
+    if not 1 <= rate <= 1000:
+        raise SystemExit("--rate: must be from 1 to 1000 events per second")
+    settings = self.product.settings
+    url = url or settings.web_url
+    try:
+        history = shop_play.load_history(path or settings.demo_events)
+        async with aiohttp.ClientSession(headers=client_headers(settings)) as session:
+            async with session.get(f"{url}/popular?n=1") as response:
+                if response.status != 200:
+                    raise SystemExit(f"GET /popular answered {response.status}: is {url} a worker?")
+                shop_clock = (await response.json())["as_of"]
+            events = shop_play.retimed(history, shop_clock, time.time())
+            with Progress().bar("played", len(events), unit="event") as bar:
+                done = 0
+                async for sent in shop_play.post_at_rate(session, url, events, rate):
+                    bar.update(sent - done)
+                    done = sent
+    except (shop_play.PlayRefused, aiohttp.ClientError) as error:
+        raise SystemExit(f"play stopped: {error}") from None
+    moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(shop_clock))
+    self.say(
+        f"played {len(events)} events to {url} at {rate:g}/s, "
+        f"continuing from the shop's clock {shop_clock:.3f} ({moment})"
+    )
 
 
 @command(

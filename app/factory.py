@@ -16,10 +16,11 @@ from faust.types import TableT
 from app import agents, background, web
 from app.agents import EventProcessor
 from app.ops.logs import logging_config
+from app.play import Player
 from app.redis_recovery import RedisRecovery
 from app.refresher import ListRefresher
 from app.replay import CatchUpWatch
-from app.security import request_guard
+from app.security import client_headers, request_guard
 from app.settings import Settings
 from app.stores import Stores
 from app.tables import TableStates, user_state_table
@@ -40,6 +41,7 @@ class Product:
     recovery: RedisRecovery
     processor: EventProcessor
     catch_up: CatchUpWatch
+    player: Player
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -93,6 +95,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> Product:
         recovery=RedisRecovery(settings, stores, refresher),
         processor=EventProcessor(settings, topics, table, refresher),
         catch_up=CatchUpWatch(settings, stores, app),
+        player=Player(settings.demo_events, settings.web_url, client_headers(settings)),
     )
     agents.add_agents(product)
     background.add_jobs(product)

@@ -30,7 +30,7 @@ OPEN_PATHS = frozenset({"/health", "/livez", "/readyz"})
 PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/items", "/docs/")
 """The read API and its description. Any other path a GET reaches (Faust's built-in pages)
 counts as admin."""
-PUBLIC_READ_PATHS = frozenset({"/", "/openapi.json"})
+PUBLIC_READ_PATHS = frozenset({"/", "/openapi.json", "/demo/play"})
 """Public reads matched exactly: the demo page (as a prefix, "/" would open every path)."""
 
 

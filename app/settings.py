@@ -78,6 +78,9 @@ class Settings:
     web_bind: str = ""
     """The interface to listen on; empty: the web host."""
     web_port: int = 6066
+    demo_events: str = "data/sample-events.csv"
+    """The history the demo page's Play button replays (``/demo/play``), from the working
+    directory; the bundled sample by default."""
     action_weights: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType(dict(DEFAULT_ACTION_WEIGHTS))
     )
@@ -176,6 +179,11 @@ class Settings:
     def bootstrap_servers(self) -> str:
         """The broker address for clients that take it without Faust's ``kafka://`` scheme."""
         return self.kafka_broker.removeprefix("kafka://")
+
+    @property
+    def web_url(self) -> str:
+        """The worker's address as a client reaches it (its web host and port)."""
+        return f"http://{self.web_host}:{self.web_port}"
 
     @property
     def half_lives(self) -> tuple[float, ...]:

@@ -31,6 +31,7 @@ from app import serving
 from app.api import openapi_document
 from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord
 from app.ops import metrics
+from app.play import NothingToPlay, PlayRefused
 from app.stores.catalogue import encode_item
 from app.tables import changelog_topic
 from app.topics import ERASE_HEADER, partition_for
@@ -464,6 +465,40 @@ class Popular(ProductView):
                 "as_of": popular.as_of,
             }
         )
+
+
+@route("/demo/play")
+class DemoPlay(ProductView):
+    """``/demo/play``: the demo page's Play button. ``POST {"events_per_second": 20}`` starts
+    replaying the bundled history through ``POST /events`` from the shop's clock (see
+    ``app.play``), ``GET`` says how far it is, ``DELETE`` stops it."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json(self.product.player.status())
+
+    async def post(self, request: web.Request) -> web.Response:
+        payload = await self.read_json(request)
+        if isinstance(payload, StreamResponse):
+            return payload
+        rate = payload.get("events_per_second") if isinstance(payload, dict) else None
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 1 <= rate <= 1000:
+            return self.error(400, "events_per_second: must be a number from 1 to 1000")
+        refresher = self.product.refresher
+        try:
+            shop_clock = (await refresher.trending(depth=1)).as_of
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        try:
+            progress = self.product.player.start(float(rate), shop_clock)
+        except NothingToPlay as error:
+            return self.error(404, str(error))
+        except PlayRefused as error:
+            return self.error(409, str(error))
+        return self.json(progress.as_dict(playing=True), status=202)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        await self.product.player.stop()
+        return self.json(self.product.player.status())
 
 
 @route("/similar/{item_id}")
