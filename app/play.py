@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from app.datasets import DatasetError, Event, iter_events
+from app.datasets import DatasetError, Event, event_json, iter_events
 
 BATCHES_PER_SECOND = 10
 """Requests a second of a play: its rate is reached in this many batches."""
@@ -44,7 +44,7 @@ def retimed(events: Sequence[Event], shop_clock: float, now: float) -> list[dict
     first = min(event.timestamp for event in events)
     span = max(event.timestamp for event in events) - first
     shift = min(shop_clock + 1.0, now - span) - first
-    return [{**event._asdict(), "timestamp": event.timestamp + shift} for event in events]
+    return [{**event_json(event), "timestamp": event.timestamp + shift} for event in events]
 
 
 @dataclass
