@@ -306,6 +306,10 @@ def openapi_document(settings: Settings) -> Schema:
                             source={"enum": ["personal", "popular", "content"]},
                             model_version=MODEL_VERSION,
                             updated_at={"type": "number", "description": "epoch seconds"},
+                            event_count={
+                                "type": ["integer", "null"],
+                                "description": "how many of the user's events the list reflects",
+                            },
                         ),
                         "the list, best first",
                     ),

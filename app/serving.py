@@ -33,6 +33,7 @@ class ServedList(TypedDict):
     source: str  # "personal", "content" or "popular"
     model_version: str | None
     updated_at: float
+    event_count: int  # how many of the user's events it reflects: 0 for somebody unknown
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,8 @@ def popular_list(
     half_life: float | None = None,
 ) -> ServedList:
     """Popular items the user has not seen, available, scored by their decayed weight at the
-    time ``popular`` is read at; written at ``now``."""
+    time ``popular`` is read at; written at ``now``. Its ``event_count`` is 0:
+    :func:`user_lists` stamps a user's own."""
     half_life = half_life or rules.popularity_half_life
     hidden = catalogue.unavailable.union(seen)
     items = ranker.popular_excluding(popular.items, hidden, rules.list_length)
@@ -126,6 +128,7 @@ def popular_list(
         source="popular",
         model_version=model_version,
         updated_at=now,
+        event_count=0,
     )
 
 
@@ -159,16 +162,22 @@ def user_lists(
         )
         if similar:
             trending = popular_list(popular, user.weights, catalogue, rules, now, version)
-            blended = blend(similar, trending["items"], rules.content_weight, rules.list_length)
-            lists.append(
-                ServedList(items=blended, source="content", model_version=version, updated_at=now)
-            )
+            source = "content"
+            items = blend(similar, trending["items"], rules.content_weight, rules.list_length)
         elif items:
-            lists.append(
-                ServedList(items=items, source="personal", model_version=version, updated_at=now)
-            )
+            source = "personal"
         else:
-            lists.append(popular_list(popular, user.weights, catalogue, rules, now, version))
+            source = "popular"
+            items = popular_list(popular, user.weights, catalogue, rules, now, version)["items"]
+        lists.append(
+            ServedList(
+                items=items,
+                source=source,
+                model_version=version,
+                updated_at=now,
+                event_count=user.event_count,
+            )
+        )
     return lists
 
 

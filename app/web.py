@@ -381,6 +381,7 @@ class Recommend(ProductView):
                 "source": entry["source"],
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
+                "event_count": entry["event_count"],
             }
         )
 

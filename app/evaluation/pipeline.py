@@ -124,8 +124,8 @@ async def replay_through_worker(
 
     Events between two probes go in one request. Before a probe, every event sent so far must
     show: each user's event count (``GET /users``); then a fold-in tick plus :data:`SETTLE`
-    passes, so the tick after the last event has written the lists and the popularity; and
-    the probed user's list must have been written after their last event was posted.
+    passes, so the tick after the last event has written the popularity; and the probed
+    user's list must reflect all their events (its ``event_count``).
     """
     progress = progress or Progress.silent()
     probes = set(prequential.find_probes(stream, worker_settings.weight, limit))
@@ -134,7 +134,6 @@ async def replay_through_worker(
     for event in stream.warmup:
         rows[event.user_id].add(event.item_id)
         counts[event.user_id] += 1
-    posted_at: dict[str, float] = {}
     outcomes: list[Outcome] = []
     pending: list[Event] = []
     tick = worker_settings.fold_in_interval + SETTLE
@@ -145,9 +144,7 @@ async def replay_through_worker(
             if not pending:
                 return
             touched = {event.user_id: counts[event.user_id] for event in pending}
-            posted = time.time()
             await post_events(http, url, pending)
-            posted_at.update(dict.fromkeys(touched, posted))
             applied = await wait_applied(http, url, touched)
             pending.clear()
             await asyncio.sleep(max(0.0, max(applied.values()) + tick - time.time()))
@@ -159,7 +156,7 @@ async def replay_through_worker(
                     body = await response.json()
                 if response.status != 200:
                     raise RuntimeError(f"GET /recommend/{user_id}: {response.status} {body}")
-                if body["updated_at"] > posted_at.get(user_id, 0.0):
+                if body["event_count"] == counts[user_id]:
                     return [entry["item_id"] for entry in body["items"]]
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{user_id}: list not refreshed in {WAIT_LIMIT} s")

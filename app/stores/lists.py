@@ -34,8 +34,14 @@ class ListStore:
             await pipe.execute()
 
     async def get_list(self, user_id: str) -> ServedList | None:
+        """The user's cached list; one cached before lists said their event count has
+        ``event_count`` None (unknown) until it is rewritten."""
         raw = await self.redis.get(self.keys.user_list(user_id))
-        return None if raw is None else orjson.loads(raw)
+        if raw is None:
+            return None
+        entry = orjson.loads(raw)
+        entry.setdefault("event_count", None)
+        return entry
 
     async def delete(self, user_ids: Collection[str]) -> None:
         """Delete these users' cached lists (erased users)."""

@@ -53,6 +53,7 @@ async def test_an_event_posted_over_http_changes_that_users_recommendations_with
     assert status == 202
     after, elapsed = await wait_for_change(http, url, before, clicked)
     assert elapsed < FRESHNESS_LIMIT
+    assert after["event_count"] == before["event_count"] + 1
     assert after["source"] == "personal"
     assert after["model_version"] is not None
     assert len(after["items"]) == 5

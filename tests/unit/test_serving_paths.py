@@ -299,3 +299,16 @@ async def test_a_tick_rewrites_the_users_touched_longest_ago_and_leaves_the_rest
 
     assert first == ["u0", "u1", "u2"]
     assert sorted(written.written) == sorted(users) and not refresher.touched
+
+
+def test_every_list_says_how_many_of_its_users_events_it_reflects(refresher, recovery):
+    served = [*refresher.lists(HISTORIES, POPULAR), recovery.list_without_redis("nobody")]
+    refresher.model = None
+    (popular,) = refresher.lists({"personal": HISTORIES["personal"]}, POPULAR)
+
+    assert [(entry["source"], entry["event_count"]) for entry in [*served, popular]] == [
+        ("personal", 5),
+        ("content", 1),
+        ("popular", 0),
+        ("popular", 5),
+    ]
