@@ -43,14 +43,16 @@ class WorkerFailed(RuntimeError):
 
 
 def isolated_env(folder: Path, run_id: str, namespace: str, **overrides: str) -> dict[str, str]:
-    """This environment plus settings no other run shares: app id (the consumer group), topics,
-    Redis prefix, data folder (under ``folder``) and web port."""
+    """This environment plus settings no other run shares: app id (the consumer group), topics
+    (events, dead letters, catalogue), Redis prefix, data folder (under ``folder``) and web
+    port. A shared ``items`` topic gave every later worker the catalogue one test loaded."""
     return {
         **os.environ,
         "RECSYS_APP_ID": f"{namespace}-{run_id}",
         "RECSYS_REDIS_PREFIX": f"{namespace}:{run_id}",
         "RECSYS_EVENTS_TOPIC": f"{run_id}-user-actions",
         "RECSYS_DEAD_LETTER_TOPIC": f"{run_id}-user-actions-dlq",
+        "RECSYS_ITEMS_TOPIC": f"{run_id}-items",
         "RECSYS_DATA_DIR": str(folder / "data"),
         "RECSYS_WEB_PORT": str(free_port()),
         "OPENBLAS_NUM_THREADS": "1",
