@@ -1,4 +1,5 @@
-"""Events sent straight to a worker's topic, as any Kafka client would send them."""
+"""Events sent straight to a worker's topic, as any Kafka client would send them, and how
+many records its topics hold."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import asyncio
 import json
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from harness.services import KAFKA_BOOTSTRAP
+from harness.worker import WorkerProcess
 
 
 async def produce(
@@ -41,3 +43,19 @@ async def produce(
                 await asyncio.sleep(pause)
     finally:
         await producer.stop()
+
+
+async def records_logged(process: WorkerProcess) -> int:
+    """How many records a worker's events and dead-letter topics hold: unchanged across a
+    request that must write nothing."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in (process.topic, process.dead_letter_topic)
+            for partition in range(int(process.env["RECSYS_PARTITIONS"]))
+        ]
+        return sum((await consumer.end_offsets(partitions)).values())
+    finally:
+        await consumer.stop()

@@ -3,15 +3,21 @@ starts, and servers of a drill's own on free ports, which it may stop, kill or r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redis.asyncio import Redis
+
 from app.settings import Settings
+from app.stores.keys import RedisKeys
 from harness import ROOT
 
 KAFKA_BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -125,3 +131,18 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+@contextlib.asynccontextmanager
+async def scratch_redis() -> AsyncIterator[tuple[Redis, RedisKeys]]:
+    """A connection to the shared Redis and keys under a prefix of the test's own, every one of
+    which is deleted afterwards: for testing one store against the real server."""
+    redis = Redis.from_url(REDIS_URL)
+    keys = RedisKeys(f"test:{uuid.uuid4().hex}")
+    try:
+        yield redis, keys
+    finally:
+        stored = [key async for key in redis.scan_iter(match=keys.every_key, count=1000)]
+        if stored:
+            await redis.delete(*stored)
+        await redis.aclose()

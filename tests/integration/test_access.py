@@ -8,11 +8,10 @@ import secrets
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from harness.commands import run_app
 from harness.http import eventually, get_json
-from harness.services import KAFKA_BOOTSTRAP
+from harness.kafka import records_logged
 from harness.worker import WorkerProcess, running_worker, worker_env
 
 KEY = secrets.token_urlsafe(24)
@@ -27,18 +26,6 @@ def keyed_worker(tmp_path_factory) -> WorkerProcess:
         yield process
 
 
-async def events_logged(process: WorkerProcess) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(process.topic, p) for p in range(int(process.env["RECSYS_PARTITIONS"]))
-        ]
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-
-
 @pytest.mark.parametrize(
     ("path", "body"),
     [("/events", EVENT), ("/items", {"item_id": "i1"}), ("/admin/retrain", {})],
@@ -46,11 +33,11 @@ async def events_logged(process: WorkerProcess) -> int:
 async def test_writes_and_admin_endpoints_without_the_key_get_401_and_write_nothing(
     keyed_worker, http, path, body
 ):
-    before = await events_logged(keyed_worker)
+    before = await records_logged(keyed_worker)
     for headers in ({}, {"X-API-Key": "guess"}, {"Authorization": "Bearer guess"}):
         async with http.post(f"{keyed_worker.url}{path}", json=body, headers=headers) as answer:
             assert answer.status == 401
-    assert await events_logged(keyed_worker) == before
+    assert await records_logged(keyed_worker) == before
 
 
 async def test_an_event_posted_with_the_key_is_accepted_and_counted(keyed_worker, http):

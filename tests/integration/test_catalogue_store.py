@@ -1,29 +1,18 @@
 """CatalogueStore against the real Redis: records, availability and the version counter."""
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from app.models import ItemRecord
 from app.stores.catalogue import SCAN_CHUNK, CatalogueStore
-from app.stores.keys import RedisKeys
-from harness.services import REDIS_URL
+from harness.services import scratch_redis
 
 
 @pytest_asyncio.fixture
 async def store() -> AsyncIterator[CatalogueStore]:
-    redis = Redis.from_url(REDIS_URL)
-    prefix = f"test:{uuid.uuid4().hex}"
-    store = CatalogueStore(redis, RedisKeys(prefix))
-    try:
-        yield store
-    finally:
-        await redis.delete(
-            store.keys.items, store.keys.unavailable_items, store.keys.catalogue_version
-        )
-        await redis.aclose()
+    async with scratch_redis() as (redis, keys):
+        yield CatalogueStore(redis, keys)
 
 
 async def test_a_stored_record_is_read_back_whole(store):

@@ -11,18 +11,18 @@ import http.client
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 from yarl import URL
 
 from harness.http import eventually, get_json, get_metric, post_json
+from harness.kafka import records_logged
 from harness.services import KAFKA_BOOTSTRAP, REDIS_URL
 from harness.worker import WorkerProcess, running_worker, worker_env
 
@@ -37,24 +37,6 @@ def target(tmp_path_factory) -> WorkerProcess:
     )
     with running_worker(env, folder / "worker.log") as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-async def log_ends(target) -> AsyncIterator:
-    """A probe of how many records the events and dead-letter topics hold."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=KAFKA_BOOTSTRAP)
-    await consumer.start()
-
-    async def ends() -> int:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (target.topic, target.dead_letter_topic)
-            for p in range(int(target.env["RECSYS_PARTITIONS"]))
-        ]
-        return sum((await consumer.end_offsets(partitions)).values())
-
-    yield ends
-    await consumer.stop()
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -111,9 +93,9 @@ REFUSED = [
 
 @pytest.mark.parametrize(("body", "field", "problem"), REFUSED)
 async def test_a_bad_request_gets_400_naming_the_problem_and_writes_nothing(
-    target, http, log_ends, body, field, problem
+    target, http, body, field, problem
 ):
-    before = await log_ends()
+    before = await records_logged(target)
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with http.post(
         f"{target.url}/events", data=raw, headers={"content-type": "application/json"}
@@ -125,12 +107,12 @@ async def test_a_bad_request_gets_400_naming_the_problem_and_writes_nothing(
     if field is not None:
         assert answer["field"] == field
     await asyncio.sleep(0.3)
-    assert await log_ends() == before
+    assert await records_logged(target) == before
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["declared length", "chunked"])
-async def test_a_body_over_the_limit_gets_413_and_writes_nothing(target, http, log_ends, chunked):
-    before = await log_ends()
+async def test_a_body_over_the_limit_gets_413_and_writes_nothing(target, http, chunked):
+    before = await records_logged(target)
     body = json.dumps(too_many(1000)).encode() + b" " * (1024 * 1024)
 
     async def chunks():
@@ -140,7 +122,7 @@ async def test_a_body_over_the_limit_gets_413_and_writes_nothing(target, http, l
     async with http.post(f"{target.url}/events", data=chunks() if chunked else body) as response:
         assert response.status == 413
         assert "larger than 1048576 bytes" in (await response.json())["error"]
-    assert await log_ends() == before
+    assert await records_logged(target) == before
 
 
 async def test_a_client_too_slow_to_send_its_body_gets_408_while_others_are_served(target, http):

@@ -1,15 +1,12 @@
 """ModelStore against the real Redis: snapshots, deltas and what a worker reads of them."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from app import ranker
-from app.stores.keys import RedisKeys
 from app.stores.model import (
     KEPT_VERSIONS,
     ModelStore,
@@ -17,22 +14,15 @@ from app.stores.model import (
     encode_delta,
     encode_model,
 )
-from harness.services import REDIS_URL
+from harness.services import scratch_redis
 
 PARAMS = ranker.AlsParams(factors=4, iterations=2, threads=1)
 
 
 @pytest_asyncio.fixture
 async def store() -> AsyncIterator[ModelStore]:
-    redis = Redis.from_url(REDIS_URL)
-    store = ModelStore(redis, RedisKeys(f"test:{uuid.uuid4().hex}"))
-    try:
-        yield store
-    finally:
-        keys = [key async for key in redis.scan_iter(store.keys.every_key)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+    async with scratch_redis() as (redis, keys):
+        yield ModelStore(redis, keys)
 
 
 class CountingOffload:

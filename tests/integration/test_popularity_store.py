@@ -1,17 +1,14 @@
 """PopularityStore against the real Redis: totals, and the stream time every worker reads at."""
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis
 
 from app import ranker
 from app.popularity import Popularity
-from app.stores.keys import RedisKeys
 from app.stores.popularity import PopularityStore
-from harness.services import REDIS_URL
+from harness.services import scratch_redis
 
 DAY = 86_400.0
 NOW = 20_000 * DAY  # the wall clock, far after every event
@@ -19,15 +16,8 @@ NOW = 20_000 * DAY  # the wall clock, far after every event
 
 @pytest_asyncio.fixture
 async def store() -> AsyncIterator[PopularityStore]:
-    redis = Redis.from_url(REDIS_URL)
-    store = PopularityStore(redis, RedisKeys(f"test:{uuid.uuid4().hex}"))
-    try:
-        yield store
-    finally:
-        keys = [key async for key in redis.scan_iter(store.keys.every_key)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+    async with scratch_redis() as (redis, keys):
+        yield PopularityStore(redis, keys)
 
 
 def increments(*events: tuple[str, float, float]) -> Popularity:
