@@ -100,6 +100,7 @@ class Player:
         self.url = url
         self.headers = headers
         self.progress: PlayProgress | None = None
+        self._history: list[Event] | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -112,12 +113,16 @@ class Player:
             return {"playing": False}
         return self.progress.as_dict(self.playing)
 
-    def start(self, events_per_second: float, shop_clock: float) -> PlayProgress:
+    async def start(self, events_per_second: float, shop_clock: float) -> PlayProgress:
         """Start playing the history from ``shop_clock``; PlayRefused while a play runs,
-        NothingToPlay when the history cannot be read."""
+        NothingToPlay when the history cannot be read.
+
+        The history is read once, off the event loop (a large file takes a while), and kept."""
+        if self._history is None:
+            self._history = await asyncio.to_thread(load_history, self.history_path)
         if self.playing:
             raise PlayRefused("a play is running: stop it first (DELETE /demo/play)")
-        events = retimed(load_history(self.history_path), shop_clock, time.time())
+        events = retimed(self._history, shop_clock, time.time())
         self.progress = progress = PlayProgress(len(events), events_per_second)
         self._task = asyncio.get_running_loop().create_task(self._run(events, progress))
         return progress

@@ -490,7 +490,7 @@ class DemoPlay(ProductView):
         except (RedisError, OSError) as error:
             return self.service_unavailable(f"Redis unavailable: {error}")
         try:
-            progress = self.product.player.start(float(rate), shop_clock)
+            progress = await self.product.player.start(float(rate), shop_clock)
         except NothingToPlay as error:
             return self.error(404, str(error))
         except PlayRefused as error:

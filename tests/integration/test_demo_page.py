@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -250,3 +252,41 @@ async def test_playing_the_shop_moves_the_counters_until_it_is_stopped(
     await asyncio.to_thread(wait.until, lambda _: play.get_attribute("data-playing") == "false")
     _, status = await get_json(keyed, f"{shop.url}/demo/play")
     assert status["playing"] is False and 0 < status["sent"] < status["total"]
+
+
+async def test_the_play_command_posts_a_history_continuing_from_the_shops_clock(
+    shop, keyed, personal, tmp_path
+):
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "user_id,item_id,action,timestamp\n"
+        "play-u1,85123A,view,1300000000\n"
+        "play-u2,22423,click,1300000060\n"
+        "play-u1,47566,purchase,1300003600\n"
+    )
+
+    started = time.time()
+    done = await asyncio.to_thread(
+        run_app,
+        ["play", "--rate", "100", "--url", shop.url, "--path", str(history)],
+        shop.env,
+        60,
+    )
+    finished = time.time()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = re.search(r"played 3 events to \S+ at 100/s, .* shop's clock ([0-9.]+) ", done.stdout)
+    assert said, done.stdout
+    clock = float(said[1])
+
+    async def last_event(user_id: str, count: int) -> float | None:
+        status, state = await get_json(keyed, f"{shop.url}/users/{user_id}")
+        return state["last_event_at"] if status == 200 and state["event_count"] == count else None
+
+    last = await eventually(lambda: last_event("play-u1", 2), within=30)
+    assert last - await eventually(lambda: last_event("play-u2", 1), within=30) == pytest.approx(
+        3600 - 60, abs=0.01
+    )
+    # The history's first event lands a second after the clock, unless that would put its last
+    # one after the command's now (the page's play test moves the clock up to now).
+    assert min(clock + 1 + 3600, started) - 0.01 <= last <= min(clock + 1 + 3600, finished) + 0.01

@@ -102,9 +102,9 @@ async def test_a_second_play_is_refused_while_one_runs(served, tmp_path):
     history.write_text("user_id,item_id,action,timestamp\n" + "u,i,view,1300000000\n" * 50)
     player = Player(str(history), url, headers={})
 
-    first = player.start(events_per_second=10, shop_clock=1_400_000_000.0)
+    first = await player.start(events_per_second=10, shop_clock=1_400_000_000.0)
     with pytest.raises(PlayRefused, match="a play is running"):
-        player.start(events_per_second=10, shop_clock=1_400_000_000.0)
+        await player.start(events_per_second=10, shop_clock=1_400_000_000.0)
     await asyncio.wait_for(shop.received.wait(), timeout=5)
     await player.stop()
 
@@ -113,8 +113,8 @@ async def test_a_second_play_is_refused_while_one_runs(served, tmp_path):
     assert player.status()["playing"] is False
 
 
-def test_a_history_that_cannot_be_read_is_nothing_to_play(tmp_path):
+async def test_a_history_that_cannot_be_read_is_nothing_to_play(tmp_path):
     player = Player(str(tmp_path / "missing.csv"), "http://127.0.0.1:1", headers={})
 
     with pytest.raises(NothingToPlay, match=r"missing\.csv"):
-        player.start(events_per_second=10, shop_clock=0.0)
+        await player.start(events_per_second=10, shop_clock=0.0)
