@@ -17,6 +17,7 @@ from app.validation import (
     MAX_LABEL_LENGTH,
     MAX_LABELS,
     MAX_TEXT_LENGTH,
+    SESSION_ACTION,
 )
 
 Schema = dict[str, Any]
@@ -99,6 +100,36 @@ def _event(settings: Settings) -> Schema:
                 **_identifier(MAX_EVENT_ID_LENGTH),
                 "description": "a re-sent event with the same id is counted once",
             },
+        },
+    }
+
+
+def _session(settings: Settings) -> Schema:
+    """``POST /recommend``'s body: the visitor's actions, oldest first, at most the items a
+    user's state keeps."""
+    entry = {
+        "oneOf": [
+            _identifier(settings.max_id_length),
+            {
+                "type": "object",
+                "required": ["item_id"],
+                "properties": {
+                    "item_id": _identifier(settings.max_id_length),
+                    "action": {**_identifier(MAX_ACTION_LENGTH), "default": SESSION_ACTION},
+                },
+            },
+        ]
+    }
+    return {
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": entry,
+                "minItems": 1,
+                "maxItems": settings.max_items_per_user,
+            }
         },
     }
 
@@ -205,6 +236,22 @@ def openapi_document(settings: Settings) -> Schema:
         _path("item_id", settings),
         _count(settings),
     )
+    list_filters = [
+        count,
+        FIELDS,
+        {
+            "name": "exclude",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "comma-separated item ids to leave out",
+        },
+        {
+            "name": "category",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "only items of this category",
+        },
+    ]
     health = {
         "type": "object",
         "required": ["status", "recovered", "redis", "model_version"],
@@ -279,26 +326,34 @@ def openapi_document(settings: Settings) -> Schema:
                 },
             },
         },
+        "/recommend": {
+            "post": {
+                "summary": "An anonymous visitor's list from their recent actions; nothing stored",
+                "parameters": list_filters,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _session(settings)}},
+                },
+                "responses": {
+                    "200": _json(
+                        _ranked(
+                            source={"enum": ["personal", "popular", "content"]},
+                            model_version=MODEL_VERSION,
+                            event_count={
+                                "type": "integer",
+                                "description": "how many actions the list reflects",
+                            },
+                        ),
+                        "the list, best first, as a user who did the same actions gets it",
+                    ),
+                    **_errors(400, 413),
+                },
+            }
+        },
         "/recommend/{user_id}": {
             "get": {
                 "summary": "A user's top-N list: personal, or popular/content for a new user",
-                "parameters": [
-                    user_path,
-                    count,
-                    FIELDS,
-                    {
-                        "name": "exclude",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "comma-separated item ids to leave out",
-                    },
-                    {
-                        "name": "category",
-                        "in": "query",
-                        "schema": {"type": "string"},
-                        "description": "only items of this category",
-                    },
-                ],
+                "parameters": [user_path, *list_filters],
                 "responses": {
                     "200": _json(
                         _ranked(

@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
@@ -38,7 +38,7 @@ from typing import Protocol
 from redis.exceptions import RedisError
 
 from app import ranker, serving
-from app.models import UserAction, UserState
+from app.models import UserAction, UserState, empty_state
 from app.ops import metrics
 from app.popularity import Trending, accumulators
 from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
@@ -289,6 +289,15 @@ class ListRefresher:
         return serving.user_lists(
             self.model, list(users.values()), self.catalogue, popular, self.rules
         )
+
+    def session_list(self, actions: Sequence[UserAction], popular: Trending) -> ServedList:
+        """The list of an anonymous visitor who did ``actions`` (oldest first): the one a user
+        who did the same gets, their vector folded in on the fly. Nothing is stored."""
+        state, weight, cap = empty_state(), self.settings.weight, self.settings.max_items_per_user
+        for offset, action in enumerate(actions):
+            state = state.with_action(action, weight(action.action), offset, None, cap)
+        (entry,) = self.lists({"session": history(state)}, popular)
+        return entry
 
     async def refresh(self, histories: Mapping[str, UserHistory]) -> dict[str, ServedList]:
         """Recompute and cache these users' lists from their histories; returns them by user."""

@@ -2,7 +2,8 @@
 
 With ``RECSYS_API_KEY`` set, a request needs the key, sent as ``Authorization: Bearer <key>``
 or ``X-API-Key: <key>``, when it can change something (any method but GET, HEAD and OPTIONS:
-``POST /events``, ``POST /items``, ``POST /admin/...``) or reads something outside the public
+``POST /events``, ``POST /items``, ``POST /admin/...``; not ``POST /recommend``, a session's
+list, which stores nothing) or reads something outside the public
 read API (Faust's own pages, ``/metrics``). The public reads need it only with
 ``RECSYS_API_KEY_FOR_READS``; ``/health``, ``/livez`` and ``/readyz`` stay open for probes.
 Keys are compared in constant time.
@@ -32,6 +33,9 @@ PUBLIC_READ_PREFIXES = ("/recommend/", "/users/", "/similar/", "/popular", "/ite
 counts as admin."""
 PUBLIC_READ_PATHS = frozenset({"/", "/openapi.json", "/demo/play"})
 """Public reads matched exactly: the demo page (as a prefix, "/" would open every path)."""
+READ_ONLY_POSTS = frozenset({"/recommend"})
+"""POSTs that are reads: a session's list takes the visitor's actions in the body and stores
+nothing, so a shop's pages call it like ``GET /recommend/{user_id}``."""
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -52,6 +56,8 @@ def key_matches(presented: str | None, expected: str) -> bool:
 
 
 def is_public_read(method: str, path: str) -> bool:
+    if method == "POST":
+        return path in READ_ONLY_POSTS
     return method in SAFE_METHODS and (
         path in PUBLIC_READ_PATHS
         or any(

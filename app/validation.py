@@ -156,6 +156,38 @@ def parse_request(payload: Any, settings: Settings, now: float) -> list[UserActi
     return parsed
 
 
+SESSION_USER = ""
+"""The user id of an anonymous visitor's actions (``POST /recommend``): never stored or sent."""
+SESSION_ACTION = "view"
+"""The action of a session entry that names only its item."""
+
+
+def parse_session(payload: Any, settings: Settings, now: float) -> list[UserAction]:
+    """An anonymous visitor's recent actions, ``{"items": [...]}`` of item ids or
+    ``{"item_id": ..., "action": ...}`` objects (action optional: a view), oldest first.
+
+    At most ``max_items_per_user`` of them, the items a user's state keeps, so a session is
+    read exactly like a user who did the same."""
+    if not isinstance(payload, Mapping) or "items" not in payload:
+        raise InvalidEvent("items", "is required: a list of item ids or {item_id, action}")
+    entries = request_entries(payload, "item", settings.max_items_per_user)
+    actions = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            entry = {"item_id": entry}
+        try:
+            action = UserAction(
+                user_id=SESSION_USER,
+                item_id=identifier(entry.get("item_id"), "item_id", settings.max_id_length),
+                action=identifier(entry.get("action", SESSION_ACTION), "action", MAX_ACTION_LENGTH),
+                timestamp=now,
+            )
+        except InvalidEvent as error:
+            raise error.at(index) from None
+        actions.append(action)
+    return actions
+
+
 def decode_message(value: bytes | None, settings: Settings, now: float) -> UserAction:
     """Validate the value of a Kafka message, as produced by any client."""
     if value is None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import aiohttp
 import orjson
@@ -35,7 +35,7 @@ from app.play import NothingToPlay, PlayRefused
 from app.stores.catalogue import encode_item
 from app.tables import changelog_topic
 from app.topics import ERASE_HEADER, partition_for
-from app.validation import InvalidEvent, identifier, parse_items, parse_request
+from app.validation import InvalidEvent, identifier, parse_items, parse_request, parse_session
 
 if TYPE_CHECKING:
     from app.factory import Product
@@ -94,6 +94,15 @@ async def timed_requests(
         )
 
 
+class ListQuery(NamedTuple):
+    """What a list request asks of its list: how many items, their titles, which to leave out."""
+
+    n: int
+    titled: bool
+    exclude: frozenset[str]
+    category: str | None
+
+
 class ProductView(web.View):
     """A view bound to one wired product (see :func:`add_views`)."""
 
@@ -119,6 +128,24 @@ class ProductView(web.View):
         if fields not in (None, "title"):
             return self.error(400, f"fields: must be title, got {fields[:20]!r}")
         return fields == "title"
+
+    def list_query(self, request: web.Request) -> ListQuery | web.Response:
+        """The list filters of the query (``n``, ``fields``, ``exclude``, ``category``), or the
+        400 that says what is wrong with them."""
+        n = self.count(request, 10)
+        if isinstance(n, StreamResponse):
+            return n
+        titled = self.titled(request)
+        if isinstance(titled, StreamResponse):
+            return titled
+        exclude = frozenset(item for item in request.query.get("exclude", "").split(",") if item)
+        return ListQuery(n, titled, exclude, request.query.get("category") or None)
+
+    def shown(self, query: ListQuery, entry: serving.ServedList) -> list[dict[str, Any]]:
+        """The items of a list the query asks for, as JSON: available, filtered, the first n."""
+        catalogue = self.product.refresher.catalogue
+        visible = catalogue.visible(entry["items"], query.exclude, query.category)[: query.n]
+        return self.scored(visible, query.titled)
 
     def scored(self, ranked: Iterable[tuple[str, float]], titled: bool) -> list[dict[str, Any]]:
         """A list's items as JSON, with each one's catalogue title when ``titled`` (null when
@@ -351,14 +378,9 @@ class Recommend(ProductView):
             user_id = self.user_id(user_id)
         except InvalidEvent as error:
             return self.error(400, f"user id: {error.problem}")
-        n = self.count(request, 10)
-        if isinstance(n, StreamResponse):
-            return n
-        titled = self.titled(request)
-        if isinstance(titled, StreamResponse):
-            return titled
-        exclude = {item for item in request.query.get("exclude", "").split(",") if item}
-        category = request.query.get("category") or None
+        query = self.list_query(request)
+        if isinstance(query, StreamResponse):
+            return query
         refresher = self.product.refresher
         try:
             entry = await self.product.stores.lists.get_list(user_id)
@@ -372,15 +394,46 @@ class Recommend(ProductView):
                 entry = await refresher.recommend_now(user_id)
         except (RedisError, OSError):
             entry = self.product.recovery.list_without_redis(user_id)
-        visible = refresher.catalogue.visible(entry["items"], exclude, category)[:n]
-        shown = self.scored(visible, titled)
         return self.json(
             {
                 "user_id": user_id,
-                "items": shown,
+                "items": self.shown(query, entry),
                 "source": entry["source"],
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
+                "event_count": entry["event_count"],
+            }
+        )
+
+
+@route("/recommend")
+class SessionRecommend(ProductView):
+    """``POST /recommend`` with ``{"items": [...]}``: the list of an anonymous visitor who
+    did those actions, folded in on the fly, with the filters of ``GET /recommend/{user_id}``;
+    nothing is stored or sent to Kafka, so it is a read."""
+
+    async def post(self, request: web.Request) -> web.Response:
+        query = self.list_query(request)
+        if isinstance(query, StreamResponse):
+            return query
+        payload = await self.read_json(request)
+        if isinstance(payload, StreamResponse):
+            return payload
+        try:
+            actions = parse_session(payload, self.product.settings, time.time())
+        except InvalidEvent as error:
+            return self.error(400, "invalid session", **error.as_dict())
+        refresher = self.product.refresher
+        try:
+            popular = await refresher.trending()
+        except (RedisError, OSError):
+            popular = self.product.recovery.last_popular()
+        entry = refresher.session_list(actions, popular)
+        return self.json(
+            {
+                "items": self.shown(query, entry),
+                "source": entry["source"],
+                "model_version": entry["model_version"],
                 "event_count": entry["event_count"],
             }
         )

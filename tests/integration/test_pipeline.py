@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from harness.data import seed_history
 from harness.http import eventually, get_json, post_json
+from harness.kafka import records_logged
 from harness.services import KAFKA_BOOTSTRAP
 
 FRESHNESS_LIMIT = 2.0
@@ -194,3 +195,34 @@ async def test_a_count_that_is_not_a_whole_number_in_range_gets_400(worker, http
     status, body = await get_json(http, f"{worker.url}/recommend/anyone?n={count}")
     assert status == 400
     assert body["error"] == "n: must be a whole number from 1 to 100"
+
+
+async def test_a_session_of_a_users_actions_gets_that_users_list_and_writes_nothing(
+    worker, http, trained
+):
+    user = "seed-b5"  # only ever purchases (harness.data.seed_history)
+    _, state = await get_json(http, f"{worker.url}/users/{user}")
+    session = {
+        "items": [
+            {"item_id": item, "action": "purchase"}
+            for item, entry in state["interactions"].items()
+            for _ in range(entry["count"])
+        ]
+    }
+    logged = await records_logged(worker)
+
+    async def both_lists_on_one_model():
+        """The session's list and the user's, once both come from the same model (new-item
+        folds publish a model version every second here)."""
+        status, listed = await post_json(http, f"{worker.url}/recommend?n=5", session)
+        assert status == 200, listed
+        _, served = await get_json(http, f"{worker.url}/recommend/{user}?n=5")
+        return (listed, served) if listed["model_version"] == served["model_version"] else None
+
+    listed, served = await eventually(both_lists_on_one_model, within=20, interval=0.1)
+    assert (listed["source"], listed["event_count"]) == ("personal", state["event_count"])
+    assert [entry["item_id"] for entry in listed["items"]] == [
+        entry["item_id"] for entry in served["items"]
+    ]
+    assert {entry["item_id"] for entry in listed["items"]}.isdisjoint(state["interactions"])
+    assert await records_logged(worker) == logged

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from app.settings import Settings
-from app.validation import InvalidEvent, decode_message, parse_request
+from app.validation import InvalidEvent, decode_message, parse_request, parse_session
 
 NOW = 1_700_000_000.0
 SETTINGS = Settings()
@@ -104,3 +104,36 @@ def test_a_kafka_message_is_judged_like_an_http_event():
         decode_message(b"{not json", SETTINGS, NOW)
     with pytest.raises(InvalidEvent, match="tombstone"):
         decode_message(None, SETTINGS, NOW)
+
+
+def test_a_session_holds_bare_item_ids_as_views_and_objects_with_their_action():
+    actions = parse_session(
+        {"items": ["i1", {"item_id": "i2", "action": "purchase"}, {"item_id": "i3"}]},
+        SETTINGS,
+        NOW,
+    )
+
+    assert [(a.item_id, a.action, a.timestamp) for a in actions] == [
+        ("i1", "view", NOW),
+        ("i2", "purchase", NOW),
+        ("i3", "view", NOW),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "problem"),
+    [
+        ({"item_id": "i1"}, "items", "is required"),
+        (["i1"], "items", "is required"),
+        ({"items": []}, "items", "must hold at least one item"),
+        ({"items": "i1"}, "items", "must be a list, got str"),
+        ({"items": ["i"] * 101}, "items", "holds 101 items, the maximum per request is 100"),
+        ({"items": ["i1", 7]}, "item_id", "must be a string, got int"),
+        ({"items": [{"item_id": "i1", "action": ""}]}, "action", "must not be empty"),
+    ],
+)
+def test_an_invalid_session_names_its_field_and_problem(payload, field, problem):
+    with pytest.raises(InvalidEvent) as raised:
+        parse_session(payload, SETTINGS, NOW)
+    assert raised.value.field == field
+    assert problem in raised.value.problem

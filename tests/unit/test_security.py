@@ -147,3 +147,10 @@ def test_the_demo_page_is_a_public_read_but_opens_no_other_path():
 def test_the_api_description_is_a_public_read(path):
     assert not needs_key(keyed(), "GET", path)
     assert needs_key(keyed(api_key_for_reads=True), "GET", path)
+
+
+def test_a_sessions_list_is_a_public_read_but_no_other_post_is():
+    assert not needs_key(keyed(), "POST", "/recommend")
+    assert needs_key(keyed(api_key_for_reads=True), "POST", "/recommend")
+    for write in ("/recommend/u1", "/events", "/recommendations"):
+        assert needs_key(keyed(), "POST", write), write

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app import ranker, serving
-from app.models import ItemRecord, UserAction, UserState, empty_state
+from app.models import COUNT, ItemRecord, UserAction, UserState, empty_state
 from app.popularity import Trending
 from app.redis_recovery import RedisRecovery
 from app.refresher import ListRefresher, history
@@ -312,3 +312,18 @@ def test_every_list_says_how_many_of_its_users_events_it_reflects(refresher, rec
         ("popular", 0),
         ("popular", 5),
     ]
+
+
+@pytest.mark.parametrize("user", ["personal", "content"])
+def test_a_sessions_list_is_the_list_of_a_user_who_did_the_same(refresher, user):
+    clicks = [
+        UserAction("", item_id, "click", WHEN)
+        for item_id, entry in STATES[user].items.items()
+        for _ in range(entry[COUNT])
+    ]
+
+    served = refresher.session_list(clicks, POPULAR)
+
+    assert served["source"] == user
+    assert served["event_count"] == STATES[user].event_count
+    assert_same_list(served, policy(refresher, user))

@@ -98,6 +98,32 @@ async def test_recommend_while_redis_is_unreachable_answers_the_popular_list(cli
     )
 
 
+async def test_a_session_while_redis_is_unreachable_gets_the_popular_items_it_has_not_seen(
+    client,
+):
+    response = await client.post("/recommend", params={"n": "2"}, json={"items": ["i1"]})
+
+    assert response.status == 200
+    body = await response.json()
+    assert (body["source"], body["event_count"]) == ("popular", 1)
+    assert [entry["item_id"] for entry in body["items"]] == ["i2", "i3"]
+
+
+@pytest.mark.parametrize(
+    ("params", "body", "problem"),
+    [
+        ({"n": "0"}, {"items": ["i1"]}, "n: must be a whole number from 1 to 100"),
+        ({}, {"items": [{"action": "view"}]}, "item_id"),
+        ({}, {"item": "i1"}, "items"),
+    ],
+)
+async def test_a_bad_session_request_is_refused_naming_the_problem(client, params, body, problem):
+    response = await client.post("/recommend", params=params, json=body)
+
+    assert response.status == 400
+    assert problem in orjson.dumps(await response.json()).decode()
+
+
 async def test_health_while_redis_is_unreachable_is_503_with_redis_false(client):
     response = await client.get("/health")
 
