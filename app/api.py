@@ -434,6 +434,39 @@ def openapi_document(settings: Settings) -> Schema:
                 },
             }
         },
+        "/users/{user_id}/similar": {
+            "get": {
+                "summary": "Users of like taste: the closest by cosine of their ALS factors",
+                "description": "The user's vector is solved now from their state; the others "
+                "are those of the last full fit (RECSYS_USER_NEIGHBOURS).",
+                "parameters": [user_path, count],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["user_id", "users", "model_version"],
+                            "properties": {
+                                "user_id": {"type": "string"},
+                                "users": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["user_id", "score"],
+                                        "properties": {
+                                            "user_id": {"type": "string"},
+                                            "score": {"type": "number"},
+                                        },
+                                    },
+                                },
+                                "model_version": {"type": "string"},
+                            },
+                        },
+                        "closest first",
+                    ),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
         "/similar/{item_id}": {
             "get": {
                 "summary": "Items closest to an item by ALS factors, or by catalogue content",

@@ -15,6 +15,7 @@ from faust.types import TableT
 
 from app import agents, background, web
 from app.agents import EventProcessor
+from app.neighbours import UserNeighbours
 from app.ops.logs import logging_config
 from app.play import Player
 from app.redis_recovery import RedisRecovery
@@ -42,6 +43,7 @@ class Product:
     processor: EventProcessor
     catch_up: CatchUpWatch
     player: Player
+    neighbours: UserNeighbours
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -96,6 +98,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> Product:
         processor=EventProcessor(settings, topics, table, refresher),
         catch_up=CatchUpWatch(settings, stores, app),
         player=Player(settings.demo_events, settings.web_url, client_headers(settings)),
+        neighbours=UserNeighbours(settings, stores.models, refresher),
     )
     agents.add_agents(product)
     background.add_jobs(product)

@@ -325,6 +325,10 @@ class Snapshot:
         matrix = csr_matrix((data, indices, indptr), shape=(self.users, len(item_ids)))
         return item_ids, matrix
 
+    def row_user_ids(self) -> list[str]:
+        """The user of each row of :meth:`to_csr`'s matrix, in order."""
+        return [self.user_ids[slot] for slot in self.slots.tolist()]
+
     def users_with(self, items: np.ndarray) -> dict[str, list[str]]:
         """Item id -> the users whose row holds it, for the items flagged in ``items`` (a
         boolean array over item positions, at least this snapshot's item count long)."""

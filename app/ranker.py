@@ -55,8 +55,7 @@ class FactorModel:
     @cached_property
     def unit_item_factors(self) -> np.ndarray:
         """Item factors scaled to unit length (zero rows stay zero), for cosine similarity."""
-        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
-        return self.item_factors / np.where(norms == 0, 1.0, norms)
+        return unit_rows(self.item_factors)
 
     @cached_property
     def item_names(self) -> np.ndarray:
@@ -66,6 +65,65 @@ class FactorModel:
     def rows_matrix(self, rows: Sequence[Mapping[str, float]]) -> csr_matrix:
         """Users' rows as a CSR matrix over this model's items; unknown items are left out."""
         return _rows_matrix(rows, self.item_positions, len(self.item_ids))
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (zero rows stay zero): cosine becomes a dot product."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class UserFactors:
+    """The user vectors of one full fit, unit length, to find users of like taste
+    (:func:`similar_users`); they live in the space of the snapshot fitted with them, which
+    new-item deltas extend without moving."""
+
+    snapshot: str
+    user_ids: tuple[str, ...]
+    positions: Mapping[str, int]
+    unit: np.ndarray
+    candidates: CandidateIndex | None = None
+
+
+def user_factors(
+    snapshot: str, user_ids: Sequence[str], factors: np.ndarray, min_users: int
+) -> UserFactors:
+    """Searchable user vectors, with an HNSW index from ``min_users`` users on (slow for many
+    users: build it off the event loop)."""
+    if len(user_ids) != factors.shape[0]:
+        raise ValueError(f"{len(user_ids)} user ids for {factors.shape[0]} factor rows")
+    unit = unit_rows(factors)
+    candidates = CandidateIndex.build(unit) if len(user_ids) >= min_users else None
+    positions = {user_id: position for position, user_id in enumerate(user_ids)}
+    return UserFactors(snapshot, tuple(user_ids), positions, unit, candidates)
+
+
+def similar_users(
+    model: FactorModel, users: UserFactors, user_id: str, row: Mapping[str, float], n: int
+) -> Scored:
+    """The n users whose fitted vectors are closest by cosine to ``user_id``'s, solved now
+    from ``row`` (so their latest events count), the user left out. Empty when the model
+    knows none of their items."""
+    vector = fold_in(model, [row])[0]
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:
+        return []
+    query = (vector / norm).astype(np.float32)[None, :]
+    own = [users.positions[user_id]] if user_id in users.positions else []
+    excluded = [np.asarray(own, dtype=np.int64)]
+    n = min(n, len(users.user_ids) - len(own))
+    if n <= 0:
+        return []
+    if users.candidates is None:
+        ids, scores = exact_top_k(users.unit, query, n, excluded)
+    else:
+        ids, scores = top_k(users.candidates, users.unit, query, n, excluded)
+    return [
+        (users.user_ids[position], float(score))
+        for position, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+        if position >= 0
+    ]
 
 
 def _rows_matrix(
@@ -135,7 +193,8 @@ def fit(
 ) -> FactorModel:
     """Fit ALS on all users' rows; a fresh model object each time (refits of grown models fail)."""
     item_ids, matrix = interaction_matrix(rows)
-    return fit_matrix(item_ids, matrix, params, version, trained_at, progress)
+    model, _ = fit_matrix(item_ids, matrix, params, version, trained_at, progress)
+    return model
 
 
 def fit_matrix(
@@ -145,13 +204,15 @@ def fit_matrix(
     version: str,
     trained_at: float,
     progress: Callable[[int, float], None] | None = None,
-) -> FactorModel:
-    """Fit ALS on a ready users x items CSR matrix whose column j is ``item_ids[j]``.
+) -> tuple[FactorModel, np.ndarray]:
+    """Fit ALS on a ready users x items CSR matrix whose column j is ``item_ids[j]``; the
+    model and the user factors (float32, row i for matrix row i).
 
     :func:`fit` builds it with :func:`interaction_matrix`; the trainer builds the same matrix
     from its arrays (``app.interactions``). Item ids sorted keep models comparable, but nothing
     depends on the order: consumers look items up by ``item_positions``. The user order only
-    changes ALS's random start: user factors are not published, only their Gram matrix.
+    changes ALS's random start. The model carries only the users' Gram matrix; their factors
+    are returned beside it, for :func:`user_factors`.
     """
     if not len(item_ids):
         raise ValueError("cannot fit a model without interactions")
@@ -161,9 +222,10 @@ def fit_matrix(
     callback = None if progress is None else (lambda it, seconds, *_: progress(it, seconds))
     als.fit(matrix, show_progress=False, callback=callback)
     users = np.asarray(als.user_factors, dtype=np.float64)
-    return model_from_factors(
+    model = model_from_factors(
         version, trained_at, tuple(item_ids), als.item_factors, users.T @ users, params
     )
+    return model, np.asarray(als.user_factors, dtype=np.float32)
 
 
 def fold_in(model: FactorModel, rows: Sequence[Mapping[str, float]]) -> np.ndarray:

@@ -125,7 +125,11 @@ class Settings:
     """Threads of a full fit in the trainer (0: all cores)."""
     ann_min_items: int = 200_000
     """Catalogue size from which ranking searches an HNSW index instead of every item
-    (docs/CANDIDATE_SEARCH.md); below it, ranking is exact."""
+    (docs/CANDIDATE_SEARCH.md); below it, ranking is exact. Also the number of users from
+    which the similar-users search uses one."""
+    user_neighbours: bool = True
+    """The trainer publishes each full fit's user factors (4 bytes a factor a user, in Redis)
+    for ``GET /users/{id}/similar``; off, that endpoint answers 404."""
     cache_size: int = 100
     """Length of each cached list, and the largest ``n`` a read may ask for."""
     cache_ttl: int = 7 * 24 * 3600

@@ -43,7 +43,7 @@ from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
 from app.state_codec import decode_state
 from app.stores import Stores
-from app.stores.model import ModelStore, encode_delta, encode_model
+from app.stores.model import ModelStore, encode_delta, encode_model, encode_user_factors
 from app.tables import changelog_topic
 
 log = logging.getLogger("app.trainer")
@@ -148,15 +148,22 @@ class Trainer:
             )
 
         item_ids, matrix = await asyncio.to_thread(snapshot.to_csr)
+        user_ids = snapshot.row_user_ids() if self.settings.user_neighbours else None
         del snapshot  # buffers replaced by a compaction meanwhile can go now
         log.info("fit matrix: %d x %d, %d nonzeros", *matrix.shape, matrix.nnz)
-        model = await asyncio.to_thread(
+        model, user_factors = await asyncio.to_thread(
             ranker.fit_matrix, item_ids, matrix, params, version, time.time(), progress
         )
         seconds = time.monotonic() - started
         metrics = {"users": matrix.shape[0], "items": len(model.item_ids), "events": events}
         del matrix
-        await self._publish(model, {**metrics, "fit_seconds": round(seconds, 3)})
+        users = (
+            None
+            if user_ids is None
+            else await asyncio.to_thread(encode_user_factors, user_ids, user_factors)
+        )
+        del user_factors
+        await self._publish(model, {**metrics, "fit_seconds": round(seconds, 3)}, users)
         self.events_at_fit = events
         self.last_fit_at = time.monotonic()
         # Records applied during the fit were matched against the previous model: match all
@@ -188,12 +195,14 @@ class Trainer:
             await self._publish_delta(item_ids, factors, metrics)
             log.info("folded in %d new items: %s", len(items), ", ".join(items[:5]))
 
-    async def _publish(self, model: ranker.FactorModel, metrics: dict[str, Any]) -> None:
-        """Publish a fitted model as the new snapshot."""
+    async def _publish(
+        self, model: ranker.FactorModel, metrics: dict[str, Any], users: bytes | None = None
+    ) -> None:
+        """Publish a fitted model as the new snapshot, with its fit's encoded user factors."""
         blob = await asyncio.to_thread(encode_model, model, metrics)
         if not await self.models.hold_lease(self.owner, LEASE_TTL_MS):
             raise LeaseLost(f"lease lost before publishing {model.version}")
-        await self.models.publish(model.version, blob)
+        await self.models.publish(model.version, blob, users)
         self._set_model(model)
         self.snapshot, self.deltas = model.version, 0
         log.info("published model %s: %s", model.version, metrics)

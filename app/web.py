@@ -30,6 +30,7 @@ from yarl import URL
 from app import serving
 from app.api import openapi_document
 from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord
+from app.neighbours import NoNeighbours
 from app.ops import metrics
 from app.play import NothingToPlay, PlayRefused
 from app.stores.catalogue import encode_item
@@ -481,6 +482,40 @@ class UserInteractions(ProductView):
         erasure = (user_id.encode(), orjson.dumps({"user_id": user_id, "erased_at": time.time()}))
         return await self.produce(
             self.product.topics.user_actions, [erasure], "erasure", headers=[(ERASE_HEADER, b"1")]
+        )
+
+
+@route("/users/{user_id}/similar")
+class SimilarUsers(ProductView):
+    """``GET /users/{user_id}/similar?n=10``: the users whose fitted factors are closest by
+    cosine to this user's, solved now from their state on the worker holding it."""
+
+    async def get(self, request: web.Request, user_id: str) -> web.Response:
+        try:
+            user_id = self.user_id(user_id)
+        except InvalidEvent as error:
+            return self.error(400, f"user id: {error.problem}")
+        n = self.count(request, 10)
+        if isinstance(n, StreamResponse):
+            return n
+        routed = await self.owner_response(request, user_id)
+        if routed is not None:
+            return routed
+        state = self.product.states.get(user_id)
+        if state is None:
+            return self.error(404, f"user {user_id!r} has no events")
+        try:
+            found, version = await self.product.neighbours.similar(user_id, state.weights(), n)
+        except NoNeighbours as error:
+            return self.error(404, str(error))
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        return self.json(
+            {
+                "user_id": user_id,
+                "users": [{"user_id": other, "score": score} for other, score in found],
+                "model_version": version,
+            }
         )
 
 

@@ -8,6 +8,7 @@ Keys are built only from validated ids. The layout:
 ``{p}:popular:newest-event-at``    the newest event time popularity counts (its stream time)
 ``{p}:model:{version}``            a published snapshot blob (``app.stores.model``)
 ``{p}:model:{version}:deltas``     list of the delta blobs published on that snapshot, in order
+``{p}:model:{version}:users``      the user factors of the fit that made that snapshot
 ``{p}:model:{name}``               the model pointers: current, snapshot, versions, sequence,
                                    fitting, retrain-requested, trainer-lease
 ``{p}:items``                      hash of item id -> catalogue record (``app.stores.catalogue``)
@@ -52,6 +53,10 @@ class RedisKeys:
     def model_deltas(self, snapshot: str) -> str:
         """The deltas published on snapshot version ``snapshot``, oldest first."""
         return f"{self.prefix}:model:{snapshot}:deltas"
+
+    def model_users(self, snapshot: str) -> str:
+        """The user factors of the fit that made snapshot version ``snapshot``."""
+        return f"{self.prefix}:model:{snapshot}:users"
 
     @property
     def items(self) -> str:

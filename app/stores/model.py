@@ -7,9 +7,11 @@ list ``{prefix}:model:{version}:deltas`` of the snapshot it extends; delta ``n``
 served as version ``{sequence}-{time}+{snapshot sequence}.{n}``, so every name says which
 snapshot and delta it is and ``version_sequence`` keeps counting up. ``{prefix}:model:snapshot``
 names the snapshot, ``{prefix}:model:current`` the version to serve (all keys in
-``app.stores.keys``). Each publication writes its data and moves the pointers in one
-transaction (a delta only onto the current snapshot, as its next one); the last few snapshots
-are kept, with their deltas, so a worker that is loading one never finds it gone. A worker
+``app.stores.keys``). A snapshot's fit may also publish its user factors under
+``{prefix}:model:{version}:users``, which workers read only to find similar users. Each
+publication writes its data and moves the pointers in one transaction (a delta only onto
+the current snapshot, as its next one); the last few snapshots are kept, with their deltas
+and user factors, so a worker that is loading one never finds it gone. A worker
 holding snapshot S with n deltas reads only the deltas after n; one on another snapshot reads
 the current snapshot and all of its deltas (:meth:`ModelStore.sync`). The trainer's lease, the
 retrain request and the progress of the current full fit live here too.
@@ -127,6 +129,23 @@ def encode_delta(
     return buffer.getvalue()
 
 
+def encode_user_factors(user_ids: Sequence[str], factors: np.ndarray) -> bytes:
+    """The published form of a fit's user factors: float32 rows, row i for ``user_ids[i]``."""
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        factors=np.asarray(factors, dtype=np.float32),
+        user_ids=np.frombuffer(orjson.dumps(list(user_ids)), dtype=np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def decode_user_factors(blob: bytes) -> tuple[list[str], np.ndarray]:
+    """The user ids and factors of :func:`encode_user_factors`'s bytes."""
+    with np.load(io.BytesIO(blob)) as arrays:
+        return orjson.loads(arrays["user_ids"].tobytes()), arrays["factors"]
+
+
 def apply_delta(
     model: ranker.FactorModel, blob: bytes
 ) -> tuple[ranker.FactorModel, dict[str, Any]]:
@@ -190,11 +209,14 @@ class ModelStore:
         """A new version name for delta ``delta`` (1-based) on ``snapshot``."""
         return delta_version(await self.redis.incr(self._key("sequence")), snapshot, delta)
 
-    async def publish(self, version: str, blob: bytes) -> None:
-        """Store a snapshot and make it current (superseding the last one's deltas); drop
-        snapshots, and their deltas, older than the last few."""
+    async def publish(self, version: str, blob: bytes, users: bytes | None = None) -> None:
+        """Store a snapshot, with its fit's user factors if given, and make it current
+        (superseding the last one's deltas); drop snapshots, and their deltas and user factors,
+        older than the last few."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._key(version), blob)
+            if users is not None:
+                pipe.set(self.keys.model_users(version), users)
             pipe.set(self._key("current"), version)
             pipe.set(self._key("snapshot"), version)
             pipe.lpush(self._key("versions"), version)
@@ -204,7 +226,9 @@ class ModelStore:
         if expired:
             old = [old.decode() for old in expired]
             await self.redis.delete(
-                *(self._key(v) for v in old), *(self.keys.model_deltas(v) for v in old)
+                *(self._key(v) for v in old),
+                *(self.keys.model_deltas(v) for v in old),
+                *(self.keys.model_users(v) for v in old),
             )
 
     async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
@@ -268,6 +292,10 @@ class ModelStore:
 
     async def load(self, version: str) -> bytes | None:
         return await self.redis.get(self._key(version))
+
+    async def load_user_factors(self, snapshot: str) -> bytes | None:
+        """The user factors published with ``snapshot``; None when its fit published none."""
+        return await self.redis.get(self.keys.model_users(snapshot))
 
     async def request_retrain(self) -> None:
         await self.redis.set(self._key("retrain-requested"), time.time())

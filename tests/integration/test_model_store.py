@@ -11,8 +11,10 @@ from app.stores.model import (
     KEPT_VERSIONS,
     ModelStore,
     Published,
+    decode_user_factors,
     encode_delta,
     encode_model,
+    encode_user_factors,
 )
 from harness.services import scratch_redis
 
@@ -36,11 +38,18 @@ class CountingOffload:
         return await asyncio.to_thread(function, held, snapshot, blob, deltas)
 
 
+USERS = ["u1", "u2", "u3"]
+
+
 async def publish_snapshot(store: ModelStore) -> ranker.FactorModel:
+    """A fit of three users published with their factors."""
     version = await store.next_version()
     rows = [{"a": 1.0, "b": 2.0}, {"b": 1.0, "c": 1.0}, {"a": 2.0, "c": 1.0}]
-    model = ranker.fit(rows, PARAMS, version, 0.0)
-    await store.publish(version, encode_model(model, {"events": 3}))
+    item_ids, matrix = ranker.interaction_matrix(rows)
+    model, users = ranker.fit_matrix(item_ids, matrix, PARAMS, version, 0.0)
+    await store.publish(
+        version, encode_model(model, {"events": 3}), encode_user_factors(USERS, users)
+    )
     return model
 
 
@@ -107,13 +116,24 @@ async def test_versions_keep_counting_up_through_deltas_and_snapshots(store):
     assert sequences == sorted(set(sequences))
 
 
-async def test_old_snapshots_are_dropped_with_their_deltas(store):
+async def test_a_snapshots_user_factors_are_read_back_under_its_version(store):
+    model = await publish_snapshot(store)
+    await publish_delta(store, model.version, 1, "d1")
+
+    user_ids, factors = decode_user_factors(await store.load_user_factors(model.version))
+
+    assert user_ids == USERS and factors.shape == (3, PARAMS.factors)
+    assert await store.load_user_factors("0-never-published") is None
+
+
+async def test_old_snapshots_are_dropped_with_their_deltas_and_user_factors(store):
     first = await publish_snapshot(store)
     await publish_delta(store, first.version, 1, "d1")
     for _ in range(KEPT_VERSIONS):
         await publish_snapshot(store)
     assert await store.load(first.version) is None
     assert not await store.redis.exists(store.keys.model_deltas(first.version))
+    assert await store.load_user_factors(first.version) is None
 
 
 async def test_the_snapshot_metadata_stays_readable_while_deltas_are_current(store):

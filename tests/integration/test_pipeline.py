@@ -226,3 +226,22 @@ async def test_a_session_of_a_users_actions_gets_that_users_list_and_writes_noth
     ]
     assert {entry["item_id"] for entry in listed["items"]}.isdisjoint(state["interactions"])
     assert await records_logged(worker) == logged
+
+
+async def test_similar_users_share_the_users_taste_and_leave_the_user_out(worker, http, trained):
+    async def neighbours():
+        status, body = await get_json(http, f"{worker.url}/users/seed-b2/similar?n=5")
+        return body if status == 200 else None
+
+    body = await eventually(neighbours, within=20, interval=0.2)
+
+    found = [entry["user_id"] for entry in body["users"]]
+    assert len(found) == 5 and "seed-b2" not in found
+    assert all(user.startswith("seed-b") for user in found), found
+    scores = [entry["score"] for entry in body["users"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0 + 1e-6
+
+
+async def test_similar_users_of_somebody_unknown_is_404_naming_them(worker, http):
+    status, body = await get_json(http, f"{worker.url}/users/nobody-at-all/similar")
+    assert (status, body["error"]) == (404, "user 'nobody-at-all' has no events")

@@ -13,6 +13,7 @@ from app import ranker
 from app.interactions import Interactions
 from app.models import UserAction, UserState, empty_state
 from app.settings import Settings
+from app.stores.model import decode_user_factors
 from app.trainer import Trainer
 
 WEIGHTS = (1.0, 0.5, 2.0, 3.0, -1.0, 0.0)  # float32-exact, zero and negative included
@@ -233,6 +234,7 @@ class FakeModels:
 
     def __init__(self, deltas_accepted: bool = True) -> None:
         self.published: list[str] = []
+        self.user_factors: dict[str, bytes | None] = {}
         self.sequence = 0
         self.deltas_accepted = deltas_accepted
 
@@ -250,8 +252,9 @@ class FakeModels:
         self.sequence += 1
         return f"{self.sequence}-test+{snapshot}.{delta}"
 
-    async def publish(self, version: str, blob: bytes) -> None:
+    async def publish(self, version: str, blob: bytes, users: bytes | None = None) -> None:
         self.published.append(version)
+        self.user_factors[version] = users
 
     async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
         if self.deltas_accepted:
@@ -309,6 +312,30 @@ async def test_a_fold_whose_snapshot_is_gone_is_published_as_a_new_snapshot():
     assert "fresh" in trainer.model.item_positions
     assert trainer.models.published == ["1-test", "3-test"]
     assert (trainer.snapshot, trainer.deltas) == ("3-test", 0)
+
+
+async def test_a_full_fit_publishes_the_factors_of_every_user_it_fitted():
+    trainer = Trainer(Settings(als_factors=4), FakeModels(), owner="test")  # type: ignore[arg-type]
+    for user in range(20):
+        trainer.apply(f"u{user}".encode(), row_value({"a": 1.0, f"i{user % 5}": 2.0}))
+
+    await trainer.fit_and_publish("test")
+
+    user_ids, factors = decode_user_factors(trainer.models.user_factors["1-test"])
+    assert sorted(user_ids) == sorted(f"u{user}" for user in range(20))
+    assert factors.shape == (20, 4) and factors.dtype == np.float32
+    same_rows = [user_ids.index("u0"), user_ids.index("u5")]  # {"a": 1, "i0": 2} both
+    assert np.allclose(factors[same_rows[0]], factors[same_rows[1]], atol=1e-4)
+
+
+async def test_with_user_neighbours_off_a_fit_publishes_no_user_factors():
+    settings = Settings(als_factors=4, user_neighbours=False)
+    trainer = Trainer(settings, FakeModels(), owner="test")  # type: ignore[arg-type]
+    trainer.apply(b"u", row_value({"a": 1.0}))
+
+    await trainer.fit_and_publish("test")
+
+    assert trainer.models.user_factors == {"1-test": None}
 
 
 async def test_a_failed_background_fit_is_raised_by_the_next_step():

@@ -178,3 +178,37 @@ def test_with_items_replaces_known_items_and_appends_unknown_ones_in_order(model
     np.testing.assert_array_equal(grown.item_factors[grown.item_positions[known]], factors[1])
     np.testing.assert_array_equal(grown.item_factors[-2:], factors[[0, 2]])
     assert model.item_positions.get("zz") is None, "the base model is not changed"
+
+
+@pytest.fixture(scope="module")
+def fitted_users(rows) -> tuple[ranker.FactorModel, list[str], np.ndarray]:
+    """A fit's model, its users' ids (row i: ``u{i}``) and their factors."""
+    item_ids, matrix = ranker.interaction_matrix(rows)
+    model, factors = ranker.fit_matrix(item_ids, matrix, PARAMS, "v1", 0.0)
+    return model, [f"u{i}" for i in range(len(rows))], factors
+
+
+@pytest.mark.parametrize("min_users", [10**9, 1], ids=["exact", "hnsw"])
+def test_similar_users_are_ordered_by_cosine_to_the_solved_vector_and_exclude_the_user(
+    fitted_users, rows, min_users
+):
+    model, user_ids, factors = fitted_users
+    users = ranker.user_factors("v1", user_ids, factors, min_users)
+
+    similar = ranker.similar_users(model, users, "u3", rows[3], n=5)
+
+    query = closed_form_user(model, rows[3])
+    cosine = factors @ query / (np.linalg.norm(factors, axis=1) * np.linalg.norm(query))
+    expected = sorted(
+        ((user_ids[i], float(cosine[i])) for i in range(len(user_ids)) if i != 3),
+        key=lambda pair: -pair[1],
+    )[:5]
+    assert [u for u, _ in similar] == [u for u, _ in expected]
+    assert [s for _, s in similar] == pytest.approx([s for _, s in expected], abs=1e-4)
+
+
+def test_a_user_the_model_knows_nothing_of_has_no_similar_users(fitted_users):
+    model, user_ids, factors = fitted_users
+    users = ranker.user_factors("v1", user_ids, factors, 10**9)
+
+    assert ranker.similar_users(model, users, "newcomer", {"unknown-item": 1.0}, n=5) == []
