@@ -12,9 +12,9 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import aiohttp
 import orjson
@@ -29,7 +29,7 @@ from yarl import URL
 
 from app import serving
 from app.api import openapi_document
-from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord
+from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord, UserState
 from app.neighbours import NoNeighbours
 from app.ops import metrics
 from app.play import NothingToPlay, PlayRefused
@@ -41,6 +41,7 @@ from app.validation import InvalidEvent, identifier, parse_items, parse_request,
 if TYPE_CHECKING:
     from app.factory import Product
 
+T = TypeVar("T")
 RETRY_AFTER_SECONDS = "5"
 STATIC = Path(__file__).parent / "static"
 SWAGGER_UI_ASSETS = SWAGGER_UI_PY_ROOT / "static"
@@ -130,17 +131,25 @@ class ProductView(web.View):
             return self.error(400, f"fields: must be title, got {fields[:20]!r}")
         return fields == "title"
 
-    def list_query(self, request: web.Request) -> ListQuery | web.Response:
-        """The list filters of the query (``n``, ``fields``, ``exclude``, ``category``), or the
-        400 that says what is wrong with them."""
+    def count_and_titles(self, request: web.Request) -> tuple[int, bool] | web.Response:
+        """A list request's ``n`` and whether ``fields=title`` asks for titles, or the 400
+        that says what is wrong with them."""
         n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
         titled = self.titled(request)
         if isinstance(titled, StreamResponse):
             return titled
+        return n, titled
+
+    def list_query(self, request: web.Request) -> ListQuery | web.Response:
+        """The list filters of the query (``n``, ``fields``, ``exclude``, ``category``), or the
+        400 that says what is wrong with them."""
+        sized = self.count_and_titles(request)
+        if isinstance(sized, StreamResponse):
+            return sized
         exclude = frozenset(item for item in request.query.get("exclude", "").split(",") if item)
-        return ListQuery(n, titled, exclude, request.query.get("category") or None)
+        return ListQuery(*sized, exclude, request.query.get("category") or None)
 
     def shown(self, query: ListQuery, entry: serving.ServedList) -> list[dict[str, Any]]:
         """The items of a list the query asks for, as JSON: available, filtered, the first n."""
@@ -195,6 +204,30 @@ class ProductView(web.View):
         except aiohttp.ClientError as error:
             # The owner died or is moving: the group reassigns its partitions within seconds.
             return self.service_unavailable(f"the worker holding this user is unreachable: {error}")
+
+    async def held_state(self, request: web.Request, user_id: str) -> UserState | web.Response:
+        """The user's table state, read here if this worker holds them; otherwise the answer
+        of the worker that does, or 404 when nobody has an event of theirs."""
+        routed = await self.owner_response(request, user_id)
+        if routed is not None:
+            return routed
+        state = self.product.states.get(user_id)
+        if state is None:
+            return self.error(404, f"user {user_id!r} has no events")
+        return state
+
+    async def read_valid(
+        self, request: web.Request, parse: Callable[[Any], T], refusal: str
+    ) -> T | web.Response:
+        """The request's JSON body as ``parse`` validates it, or the 4xx that says why not:
+        ``refusal`` with the index, field and problem of the first bad entry."""
+        payload = await self.read_json(request)
+        if isinstance(payload, StreamResponse):
+            return payload
+        try:
+            return parse(payload)
+        except InvalidEvent as error:
+            return self.error(400, refusal, **error.as_dict())
 
     async def read_json(self, request: web.Request) -> Any:
         """The request's JSON body, or the 4xx response that says why there is none."""
@@ -294,13 +327,11 @@ class Events(ProductView):
     """``POST /events``: one event or ``{"events": [...]}``; 202 once Kafka acknowledged all."""
 
     async def post(self, request: web.Request) -> web.Response:
-        payload = await self.read_json(request)
-        if isinstance(payload, StreamResponse):
-            return payload
-        try:
-            actions = parse_request(payload, self.product.settings, time.time())
-        except InvalidEvent as error:
-            return self.error(400, "invalid event", **error.as_dict())
+        settings = self.product.settings
+        parse = partial(parse_request, settings=settings, now=time.time())
+        actions = await self.read_valid(request, parse, "invalid event")
+        if isinstance(actions, StreamResponse):
+            return actions
         messages = [(action.user_id.encode(), action.dumps()) for action in actions]
         response = await self.produce(self.product.topics.user_actions, messages, "events")
         if response.status == 202:
@@ -318,13 +349,14 @@ class Items(ProductView):
 
     async def post(self, request: web.Request) -> web.Response:
         settings = self.product.settings
-        payload = await self.read_json(request)
-        if isinstance(payload, StreamResponse):
-            return payload
-        try:
-            records = parse_items(payload, settings.max_items_per_request, settings.max_id_length)
-        except InvalidEvent as error:
-            return self.error(400, "invalid item", **error.as_dict())
+        parse = partial(
+            parse_items,
+            max_items=settings.max_items_per_request,
+            max_id_length=settings.max_id_length,
+        )
+        records = await self.read_valid(request, parse, "invalid item")
+        if isinstance(records, StreamResponse):
+            return records
         messages = [(record.item_id.encode(), encode_item(record)) for record in records]
         return await self.produce(self.product.topics.items, messages, "items")
 
@@ -417,13 +449,11 @@ class SessionRecommend(ProductView):
         query = self.list_query(request)
         if isinstance(query, StreamResponse):
             return query
-        payload = await self.read_json(request)
-        if isinstance(payload, StreamResponse):
-            return payload
-        try:
-            actions = parse_session(payload, self.product.settings, time.time())
-        except InvalidEvent as error:
-            return self.error(400, "invalid session", **error.as_dict())
+        settings = self.product.settings
+        parse = partial(parse_session, settings=settings, now=time.time())
+        actions = await self.read_valid(request, parse, "invalid session")
+        if isinstance(actions, StreamResponse):
+            return actions
         refresher = self.product.refresher
         try:
             popular = await refresher.trending()
@@ -449,12 +479,9 @@ class UserInteractions(ProductView):
             user_id = self.user_id(user_id)
         except InvalidEvent as error:
             return self.error(400, f"user id: {error.problem}")
-        routed = await self.owner_response(request, user_id)
-        if routed is not None:
-            return routed
-        state = self.product.states.get(user_id)
-        if state is None:
-            return self.error(404, f"user {user_id!r} has no events")
+        state = await self.held_state(request, user_id)
+        if isinstance(state, StreamResponse):
+            return state
         return self.json(
             {
                 "user_id": user_id,
@@ -498,12 +525,9 @@ class SimilarUsers(ProductView):
         n = self.count(request, 10)
         if isinstance(n, StreamResponse):
             return n
-        routed = await self.owner_response(request, user_id)
-        if routed is not None:
-            return routed
-        state = self.product.states.get(user_id)
-        if state is None:
-            return self.error(404, f"user {user_id!r} has no events")
+        state = await self.held_state(request, user_id)
+        if isinstance(state, StreamResponse):
+            return state
         try:
             found, version = await self.product.neighbours.similar(user_id, state.weights(), n)
         except NoNeighbours as error:
@@ -525,12 +549,10 @@ class Popular(ProductView):
 
     async def get(self, request: web.Request) -> web.Response:
         settings = self.product.settings
-        n = self.count(request, 10)
-        if isinstance(n, StreamResponse):
-            return n
-        titled = self.titled(request)
-        if isinstance(titled, StreamResponse):
-            return titled
+        sized = self.count_and_titles(request)
+        if isinstance(sized, StreamResponse):
+            return sized
+        n, titled = sized
         raw = request.query.get("half_life", f"{settings.popularity_half_life:g}")
         try:
             half_life = float(raw)
@@ -600,12 +622,10 @@ class Similar(ProductView):
             item_id = identifier(item_id, "item_id", self.product.settings.max_id_length)
         except InvalidEvent as error:
             return self.error(400, f"item id: {error.problem}")
-        n = self.count(request, 10)
-        if isinstance(n, StreamResponse):
-            return n
-        titled = self.titled(request)
-        if isinstance(titled, StreamResponse):
-            return titled
+        sized = self.count_and_titles(request)
+        if isinstance(sized, StreamResponse):
+            return sized
+        n, titled = sized
         refresher = self.product.refresher
         found = serving.similar_items(refresher.model, refresher.catalogue, item_id, n)
         if found is None:
