@@ -25,8 +25,8 @@ from app.models import UserState, empty_state
 from app.ops import metrics
 from app.refresher import ListRefresher
 from app.settings import Settings
-from app.topics import ERASE_HEADER, Topics, partition_for
-from app.validation import InvalidEvent, decode_message, parse_item
+from app.topics import ERASE_HEADER, HIDE_HEADER, Topics, partition_for
+from app.validation import InvalidEvent, decode_hiding, decode_message, parse_item
 
 if TYPE_CHECKING:
     from app.factory import Product
@@ -105,16 +105,36 @@ class EventProcessor:
                 elif key in self.table:
                     del self.table[key]  # the changelog's tombstone: the trainer drops them too
 
-    def _erase(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes:
-        """An erasure: the user's state goes (events after it in the batch start afresh). It
-        must sit in the user's partition, behind their events: one elsewhere is refused."""
+    def _user_key(self, event: EventT, header: str) -> bytes:
+        """The key of a message about one user (an erasure, a hide), which must sit in that
+        user's partition, behind their events: one elsewhere is refused."""
         key = event.key
         if key is None or event.message.partition != partition_for(key, self.settings.partitions):
-            raise InvalidEvent(ERASE_HEADER, "must be keyed by the user, in the user's partition")
+            raise InvalidEvent(header, "must be keyed by the user, in the user's partition")
+        return key
+
+    def _erase(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes:
+        """An erasure: the user's state goes (events after it in the batch start afresh)."""
+        key = self._user_key(event, ERASE_HEADER)
         states[key] = None
         self.refresher.forget(key.decode(errors="replace"))
         metrics.users_erased.inc()
         return key
+
+    def _hide(self, event: EventT, states: dict[bytes, UserState | None], hidden: bool) -> bytes:
+        """A hide (or show again): the items join (or leave) the user's hidden items, and the
+        user's list is rewritten without them."""
+        key = self._user_key(event, HIDE_HEADER)
+        user_id = key.decode(errors="replace")
+        item_ids = decode_hiding(event.value, user_id, self.settings)
+        state = self._state(key, states)
+        states[key] = state.with_hidden(item_ids, hidden, event.message.offset)
+        self.refresher.touch(user_id, states[key])
+        return key
+
+    def _state(self, key: bytes, states: dict[bytes, UserState | None]) -> UserState:
+        """The user's state as this batch has it so far: folded, else the table's, else new."""
+        return (states[key] if key in states else self.table.get(key)) or empty_state()
 
     async def _fold(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes | None:
         """Fold one message into ``states``; the user's key when the state is to be written."""
@@ -123,6 +143,8 @@ class EventProcessor:
         try:
             if ERASE_HEADER in headers:
                 return self._erase(event, states)
+            if HIDE_HEADER in headers:
+                return self._hide(event, states, hidden=headers[HIDE_HEADER] != b"0")
             action = decode_message(event.value, self.settings, now=message.timestamp)
             origin = _origin(headers)
         except InvalidEvent as error:
@@ -149,7 +171,7 @@ class EventProcessor:
                 headers=[(ORIGIN_HEADER, "{}:{}".format(*forwarded_from).encode())],
             )
             return None
-        state = (states[key] if key in states else self.table.get(key)) or empty_state()
+        state = self._state(key, states)
         if state.has_applied(message.offset, origin, action.event_id):
             # Re-delivered after a crash. The state is written again all the same: the local
             # store may hold it while the changelog never got it (killed before the flush), and

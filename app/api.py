@@ -165,6 +165,11 @@ def _stored_item(settings: Settings) -> Schema:
     return {**item, "required": list(properties), "properties": properties}
 
 
+def _body(schema: Schema) -> Schema:
+    """A required JSON request body of this schema."""
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 def _json(schema: Schema, description: str) -> Schema:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -218,10 +223,7 @@ def _ranked(**properties: Schema) -> Schema:
 
 def _write(entry: Schema, key: str, limit: int, what: str) -> Schema:
     return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _batch(entry, key, limit)}},
-        },
+        "requestBody": _body(_batch(entry, key, limit)),
         "responses": {
             "202": _json(ACCEPTED, f"Kafka acknowledged every {what} (acks=all)"),
             **_errors(400, 401, 408, 413, 503),
@@ -330,10 +332,7 @@ def openapi_document(settings: Settings) -> Schema:
             "post": {
                 "summary": "An anonymous visitor's list from their recent actions; nothing stored",
                 "parameters": list_filters,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": _session(settings)}},
-                },
+                "requestBody": _body(_session(settings)),
                 "responses": {
                     "200": _json(
                         _ranked(
@@ -380,12 +379,23 @@ def openapi_document(settings: Settings) -> Schema:
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["user_id", "event_count", "last_event_at", "interactions"],
+                            "required": [
+                                "user_id",
+                                "event_count",
+                                "last_event_at",
+                                "interactions",
+                                "hidden",
+                            ],
                             "properties": {
                                 "user_id": {"type": "string"},
                                 "event_count": {"type": "integer"},
                                 "last_event_at": {"type": "number"},
                                 "interactions": interactions,
+                                "hidden": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "description": "items the user hid, oldest hide first",
+                                },
                             },
                         },
                         "weight, count and last time per item",
@@ -402,6 +412,41 @@ def openapi_document(settings: Settings) -> Schema:
                     **_errors(400, 401, 503),
                 },
             },
+        },
+        "/users/{user_id}/hidden": {
+            "post": {
+                "summary": "Hide items from a user's lists, until shown again; a replay keeps "
+                "them hidden",
+                "parameters": [user_path],
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["items"],
+                        "properties": {
+                            "items": {
+                                "type": "array",
+                                "items": _identifier(settings.max_id_length),
+                                "minItems": 1,
+                                "maxItems": settings.max_items_per_request,
+                            }
+                        },
+                    }
+                ),
+                "responses": {
+                    "202": _json(ACCEPTED, "Kafka has the hide; it applies within a batch"),
+                    **_errors(400, 401, 408, 413, 503),
+                },
+            }
+        },
+        "/users/{user_id}/hidden/{item_id}": {
+            "delete": {
+                "summary": "Show a hidden item in the user's lists again",
+                "parameters": [user_path, item_path],
+                "responses": {
+                    "202": _json(ACCEPTED, "Kafka has it; it applies within a batch"),
+                    **_errors(400, 401, 503),
+                },
+            }
         },
         "/popular": {
             "get": {
@@ -493,24 +538,19 @@ def openapi_document(settings: Settings) -> Schema:
                 "summary": "Play the shop: replay the bundled history through POST /events",
                 "description": "At events_per_second, moved in time to continue from the "
                 "shop's clock (GET /popular's as_of). One play at a time per worker.",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["events_per_second"],
-                                "properties": {
-                                    "events_per_second": {
-                                        "type": "number",
-                                        "minimum": 1,
-                                        "maximum": 1000,
-                                    }
-                                },
+                "requestBody": _body(
+                    {
+                        "type": "object",
+                        "required": ["events_per_second"],
+                        "properties": {
+                            "events_per_second": {
+                                "type": "number",
+                                "minimum": 1,
+                                "maximum": 1000,
                             }
-                        }
-                    },
-                },
+                        },
+                    }
+                ),
                 "responses": {
                     "202": _json(play_status, "the play has started"),
                     "404": _json(

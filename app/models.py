@@ -4,6 +4,7 @@ catalogue's item."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import faust
@@ -12,6 +13,8 @@ from app.state_codec import USER_STATE_CODEC, as_float32, event_id_hash, whole_s
 
 RECENT_EVENT_IDS = 100
 """How many of a user's latest client event ids are remembered to recognise a re-sent event."""
+MAX_HIDDEN = 1000
+"""How many items a user's hides keep (the latest): a hide older than that is forgotten."""
 
 WEIGHT, COUNT, LAST_AT = range(3)
 """Positions in a user's per-item entry ``[summed weight, event count, last event time]``.
@@ -44,7 +47,8 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     was already counted (Kafka re-delivers after a crash). ``forwarded_offsets`` does the same
     for re-keyed copies: origin partition -> highest origin offset applied.
     ``recent_event_ids`` holds 64-bit hashes (:func:`app.state_codec.event_id_hash`) of the
-    latest client event ids, oldest first.
+    latest client event ids, oldest first. ``hidden`` lists the items the user hid (never in
+    their lists), oldest hide first, at most :data:`MAX_HIDDEN`.
     """
 
     items: dict[str, list[float]]
@@ -53,6 +57,7 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     applied_offset: int = -1
     forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
     recent_event_ids: list[int] = []  # noqa: RUF012 - faust copies record defaults
+    hidden: list[str] = []  # noqa: RUF012 - faust copies record defaults
 
     def has_applied(
         self, offset: int, origin: tuple[int, int] | None, event_id: str | None = None
@@ -111,6 +116,25 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
             applied_offset=offset,
             forwarded_offsets=forwarded,
             recent_event_ids=event_ids,
+            hidden=self.hidden,
+        )
+
+    def with_hidden(self, item_ids: Sequence[str], hidden: bool, offset: int) -> UserState:
+        """A new state with these items hidden (or shown again), from the message at
+        ``offset``. Hiding is idempotent, so a re-delivered hide changes nothing; a hide again
+        makes the item the latest hidden."""
+        named = set(item_ids)
+        kept = [item_id for item_id in self.hidden if item_id not in named]
+        if hidden:
+            kept = [*kept, *dict.fromkeys(item_ids)][-MAX_HIDDEN:]
+        return UserState(
+            items=self.items,
+            event_count=self.event_count,
+            last_event_at=self.last_event_at,
+            applied_offset=max(self.applied_offset, offset),
+            forwarded_offsets=self.forwarded_offsets,
+            recent_event_ids=self.recent_event_ids,
+            hidden=kept,
         )
 
     def weights(self) -> dict[str, float]:

@@ -68,7 +68,7 @@ class StateSource(Protocol):
 
 def history(state: UserState) -> UserHistory:
     """What the serving policy reads of a user's table state."""
-    return UserHistory(state.event_count, state.weights())
+    return UserHistory(state.event_count, state.weights(), frozenset(state.hidden))
 
 
 class ListRefresher:
@@ -112,14 +112,18 @@ class ListRefresher:
         track: a backlog can leave a million users waiting, and a million held table records
         made every full collection (and Faust's own, on each rebalance) take seconds, long
         enough for Kafka to drop the worker from its group."""
-        self._touched[action.user_id] = history(state)
-        self._work_waiting.set()
+        self.touch(action.user_id, state)
         if received_at is not None:
             self._since.setdefault(action.user_id, received_at)
         if weight > 0:
             self.live.test(action.user_id, action.item_id)
         for popularity in self._popularity.values():
             popularity.add(action.item_id, weight, action.timestamp)
+
+    def touch(self, user_id: str, state: UserState) -> None:
+        """The user's state changed: rank them on the next tick, from this state."""
+        self._touched[user_id] = history(state)
+        self._work_waiting.set()
 
     def forget(self, user_id: str) -> None:
         """An erased user: nothing held of them is ranked, no list is written for them, and

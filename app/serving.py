@@ -104,6 +104,7 @@ class UserHistory(NamedTuple):
 
     event_count: int
     weights: Mapping[str, float]  # item -> summed action weight
+    hidden: frozenset[str] = frozenset()  # items the user hid: never in their list
 
 
 def popular_list(
@@ -148,27 +149,31 @@ def user_lists(
     rows = [user.weights for user in users]
     unavailable, content = catalogue.unavailable, catalogue.content
     version = None if model is None else model.version
+    most_hidden = max((len(user.hidden) for user in users), default=0)
     personal = (
         [[]] * len(rows)
         if model is None
-        else ranker.recommend(model, rows, rules.list_length, exclude=unavailable)
+        else ranker.recommend(model, rows, rules.list_length + most_hidden, exclude=unavailable)
     )
     lists = []
-    for user, items in zip(users, personal, strict=True):
+    for user, ranked in zip(users, personal, strict=True):
+        items = [entry for entry in ranked if entry[0] not in user.hidden][: rules.list_length]
+        left_out = unavailable | user.hidden
         similar = (
-            content.recommend_for_profile(user.weights, rules.list_length, exclude=unavailable)
+            content.recommend_for_profile(user.weights, rules.list_length, exclude=left_out)
             if content is not None and user.event_count <= rules.content_max_events
             else []
         )
+        seen = user.weights.keys() | user.hidden
         if similar:
-            trending = popular_list(popular, user.weights, catalogue, rules, now, version)
+            trending = popular_list(popular, seen, catalogue, rules, now, version)
             source = "content"
             items = blend(similar, trending["items"], rules.content_weight, rules.list_length)
         elif items:
             source = "personal"
         else:
             source = "popular"
-            items = popular_list(popular, user.weights, catalogue, rules, now, version)["items"]
+            items = popular_list(popular, seen, catalogue, rules, now, version)["items"]
         lists.append(
             ServedList(
                 items=items,

@@ -13,9 +13,14 @@ Format 1, little-endian, columnar so that each column is one ``struct`` call:
 - items: UTF-8 lengths of the ids (uint16), summed weights (float32), event counts (uint32),
   last event times (uint32 whole seconds), then the ids' UTF-8 bytes, concatenated.
 
-A user with 100 items of 6-character ids takes 26 + 100 * 18 bytes. Records written before
-this format are JSON objects; a value starting with ``{`` is decoded as such, so an existing
-changelog replays as before.
+A user with 100 items of 6-character ids takes 26 + 100 * 18 bytes.
+
+Format 2 is format 1 (format byte 2) followed by the user's hidden items: their number
+(uint16), the UTF-8 lengths of their ids (uint16), then the ids' bytes. It is written only for
+a user who hid something, so everyone else's records stay format 1, byte for byte.
+
+Records written before these formats are JSON objects; a value starting with ``{`` is decoded
+as such, so an existing changelog replays as before.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import orjson
 from faust.serializers.codecs import Codec
 
 FORMAT_V1 = 1
+FORMAT_V2 = 2  # format 1 and the hidden items
 _HEADER = struct.Struct("<BIdqHHB")
 _JSON_START = ord("{")
 MAX_SECONDS = 2**32 - 1
@@ -56,17 +62,24 @@ def whole_seconds(timestamp: float) -> int:
 
 
 def encode_state(state: Mapping[str, Any]) -> bytes:
-    """Format 1 bytes of a state's field mapping (see the module docstring)."""
+    """Format 1 bytes of a state's field mapping, format 2 when it has hidden items (see the
+    module docstring)."""
     items: Mapping[str, list[float]] = state["items"]
     forwarded: Mapping[str, int] = state.get("forwarded_offsets") or {}
     event_ids: list[int] = state.get("recent_event_ids") or []
+    hidden = [item_id.encode() for item_id in state.get("hidden") or ()]
     ids = [item_id.encode() for item_id in items]
     entries = list(items.values())
     n_forwarded, n_ids, n_items = len(forwarded), len(event_ids), len(ids)
+    hidden_part = (
+        (struct.pack(f"<H{len(hidden)}H", len(hidden), *map(len, hidden)), *hidden)
+        if hidden
+        else ()
+    )
     return b"".join(
         (
             _HEADER.pack(
-                FORMAT_V1,
+                FORMAT_V2 if hidden else FORMAT_V1,
                 state.get("event_count", 0),
                 state.get("last_event_at", 0.0),
                 state.get("applied_offset", -1),
@@ -88,6 +101,7 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
                 *(int(entry[2]) for entry in entries),
             ),
             *ids,
+            *hidden_part,
         )
     )
 
@@ -99,7 +113,7 @@ def decode_state(value: bytes) -> dict[str, Any]:
     version, event_count, last_event_at, applied_offset, n_forwarded, n_items, n_ids = (
         _HEADER.unpack_from(value)
     )
-    if version != FORMAT_V1:
+    if version not in (FORMAT_V1, FORMAT_V2):
         raise ValueError(f"unknown user state format {version}")
     offset = _HEADER.size
     head = struct.Struct(f"<{n_forwarded}H{n_forwarded}q{n_ids}Q")
@@ -117,6 +131,14 @@ def decode_state(value: bytes) -> dict[str, Any]:
     for length, weight, count, last in zip(lengths, weights, counts, lasts, strict=True):
         items[value[offset : offset + length].decode()] = [weight, count, last]
         offset += length
+    hidden = []
+    if version == FORMAT_V2:
+        (n_hidden,) = struct.unpack_from("<H", value, offset)
+        hidden_lengths = struct.unpack_from(f"<{n_hidden}H", value, offset + 2)
+        offset += 2 + 2 * n_hidden
+        for length in hidden_lengths:
+            hidden.append(value[offset : offset + length].decode())
+            offset += length
     return {
         "items": items,
         "event_count": event_count,
@@ -124,6 +146,7 @@ def decode_state(value: bytes) -> dict[str, Any]:
         "applied_offset": applied_offset,
         "forwarded_offsets": {str(p): o for p, o in zip(partitions, origin_offsets, strict=True)},
         "recent_event_ids": list(columns[2 * n_forwarded :]),
+        "hidden": hidden,
     }
 
 

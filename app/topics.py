@@ -17,6 +17,11 @@ ERASE_HEADER = "x-recsys-erase"
 """On a message keyed by a user in ``user-actions`` (``DELETE /users/{id}``): erase the user.
 In the user's partition, after their earlier events, so a replay erases them again."""
 
+HIDE_HEADER = "x-recsys-hide"
+"""On a message keyed by a user in ``user-actions`` (``POST /users/{id}/hidden``): ``1`` hides
+the value's ``item_ids`` from the user's lists, ``0`` shows them again. In the user's
+partition, so it survives a restart in the table and a replay in the log."""
+
 
 def partition_for(user_key: bytes, partitions: int) -> int:
     """The partition of ``user-actions``, and of the user's table state, that holds a user.

@@ -156,6 +156,32 @@ def parse_request(payload: Any, settings: Settings, now: float) -> list[UserActi
     return parsed
 
 
+def parse_item_ids(payload: Any, settings: Settings) -> list[str]:
+    """``{"items": [item ids]}``: at most ``max_items_per_request`` of them, each validated."""
+    if not isinstance(payload, Mapping) or "items" not in payload:
+        raise InvalidEvent("items", "is required: a list of item ids")
+    entries = request_entries(payload, "item", settings.max_items_per_request)
+    ids = []
+    for index, entry in enumerate(entries):
+        try:
+            ids.append(identifier(entry, "item_id", settings.max_id_length))
+        except InvalidEvent as error:
+            raise error.at(index) from None
+    return ids
+
+
+def decode_hiding(value: bytes | None, user_id: str, settings: Settings) -> list[str]:
+    """The item ids of a hide message of ``user-actions`` (``{"user_id", "item_ids"}``), which
+    must name the user it is keyed by."""
+    try:
+        payload = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as error:
+        raise InvalidEvent("value", f"is not JSON: {error}") from None
+    if not isinstance(payload, Mapping) or payload.get("user_id") != user_id:
+        raise InvalidEvent("user_id", "must be the user the hide is keyed by")
+    return parse_item_ids({"items": payload.get("item_ids")}, settings)
+
+
 SESSION_USER = ""
 """The user id of an anonymous visitor's actions (``POST /recommend``): never stored or sent."""
 SESSION_ACTION = "view"

@@ -35,8 +35,15 @@ from app.ops import metrics
 from app.play import NothingToPlay, PlayRefused
 from app.stores.catalogue import encode_item
 from app.tables import changelog_topic
-from app.topics import ERASE_HEADER, partition_for
-from app.validation import InvalidEvent, identifier, parse_items, parse_request, parse_session
+from app.topics import ERASE_HEADER, HIDE_HEADER, partition_for
+from app.validation import (
+    InvalidEvent,
+    identifier,
+    parse_item_ids,
+    parse_items,
+    parse_request,
+    parse_session,
+)
 
 if TYPE_CHECKING:
     from app.factory import Product
@@ -495,6 +502,7 @@ class UserInteractions(ProductView):
                     }
                     for item_id, entry in state.items.items()
                 },
+                "hidden": state.hidden,
             }
         )
 
@@ -510,6 +518,54 @@ class UserInteractions(ProductView):
         return await self.produce(
             self.product.topics.user_actions, [erasure], "erasure", headers=[(ERASE_HEADER, b"1")]
         )
+
+
+async def produce_hide(
+    view: ProductView, user_id: str, item_ids: list[str], hidden: bool
+) -> web.Response:
+    """Produce a hide (or a show-again) of these items for the user: a message in the user's
+    partition of ``user-actions`` (``HIDE_HEADER``), so the hide lands in their table state and
+    a replay meets it again."""
+    message = orjson.dumps({"user_id": user_id, "item_ids": item_ids})
+    return await view.produce(
+        view.product.topics.user_actions,
+        [(user_id.encode(), message)],
+        "hide",
+        headers=[(HIDE_HEADER, b"1" if hidden else b"0")],
+    )
+
+
+@route("/users/{user_id}/hidden")
+class HiddenItems(ProductView):
+    """``POST /users/{user_id}/hidden`` with ``{"items": [...]}``: never list these items to
+    the user again. 202 once Kafka has it; the user's list is rewritten within a batch."""
+
+    async def post(self, request: web.Request, user_id: str) -> web.Response:
+        try:
+            user_id = self.user_id(user_id)
+        except InvalidEvent as error:
+            return self.error(400, f"user id: {error.problem}")
+        parse = partial(parse_item_ids, settings=self.product.settings)
+        item_ids = await self.read_valid(request, parse, "invalid item")
+        if isinstance(item_ids, StreamResponse):
+            return item_ids
+        return await produce_hide(self, user_id, item_ids, hidden=True)
+
+
+@route("/users/{user_id}/hidden/{item_id}")
+class HiddenItem(ProductView):
+    """``DELETE /users/{user_id}/hidden/{item_id}``: list the item to the user again."""
+
+    async def delete(self, request: web.Request, user_id: str, item_id: str) -> web.Response:
+        try:
+            user_id = self.user_id(user_id)
+        except InvalidEvent as error:
+            return self.error(400, f"user id: {error.problem}")
+        try:
+            item_id = identifier(item_id, "item_id", self.product.settings.max_id_length)
+        except InvalidEvent as error:
+            return self.error(400, f"item id: {error.problem}")
+        return await produce_hide(self, user_id, [item_id], hidden=False)
 
 
 @route("/users/{user_id}/similar")

@@ -197,34 +197,45 @@ async def test_a_count_that_is_not_a_whole_number_in_range_gets_400(worker, http
     assert body["error"] == "n: must be a whole number from 1 to 100"
 
 
+async def as_session_and_as_user(http, url: str, user: str, n: int) -> tuple[dict, dict, dict]:
+    """The user's state, and their list both as a session of their actions (``POST
+    /recommend``, which hides nothing) and as cached for them, once both come from one model
+    (new-item folds publish a model version every second here) and the cached one reflects
+    every event. Seed users only purchase."""
+
+    async def on_one_model():
+        _, state = await get_json(http, f"{url}/users/{user}")
+        session = {
+            "items": [
+                {"item_id": item, "action": "purchase"}
+                for item, entry in state["interactions"].items()
+                for _ in range(entry["count"])
+            ]
+        }
+        status, listed = await post_json(http, f"{url}/recommend?n={n}", session)
+        assert status == 200, listed
+        _, served = await get_json(http, f"{url}/recommend/{user}?n={n}")
+        same = listed["model_version"] == served["model_version"]
+        current = served["event_count"] == state["event_count"]
+        return (state, listed, served) if same and current else None
+
+    return await eventually(on_one_model, within=20, interval=0.1)
+
+
+def ids(body: dict) -> list[str]:
+    return [entry["item_id"] for entry in body["items"]]
+
+
 async def test_a_session_of_a_users_actions_gets_that_users_list_and_writes_nothing(
     worker, http, trained
 ):
-    user = "seed-b5"  # only ever purchases (harness.data.seed_history)
-    _, state = await get_json(http, f"{worker.url}/users/{user}")
-    session = {
-        "items": [
-            {"item_id": item, "action": "purchase"}
-            for item, entry in state["interactions"].items()
-            for _ in range(entry["count"])
-        ]
-    }
     logged = await records_logged(worker)
 
-    async def both_lists_on_one_model():
-        """The session's list and the user's, once both come from the same model (new-item
-        folds publish a model version every second here)."""
-        status, listed = await post_json(http, f"{worker.url}/recommend?n=5", session)
-        assert status == 200, listed
-        _, served = await get_json(http, f"{worker.url}/recommend/{user}?n=5")
-        return (listed, served) if listed["model_version"] == served["model_version"] else None
+    state, listed, served = await as_session_and_as_user(http, worker.url, "seed-b5", 5)
 
-    listed, served = await eventually(both_lists_on_one_model, within=20, interval=0.1)
     assert (listed["source"], listed["event_count"]) == ("personal", state["event_count"])
-    assert [entry["item_id"] for entry in listed["items"]] == [
-        entry["item_id"] for entry in served["items"]
-    ]
-    assert {entry["item_id"] for entry in listed["items"]}.isdisjoint(state["interactions"])
+    assert ids(listed) == ids(served)
+    assert set(ids(listed)).isdisjoint(state["interactions"])
     assert await records_logged(worker) == logged
 
 
@@ -245,3 +256,32 @@ async def test_similar_users_share_the_users_taste_and_leave_the_user_out(worker
 async def test_similar_users_of_somebody_unknown_is_404_naming_them(worker, http):
     status, body = await get_json(http, f"{worker.url}/users/nobody-at-all/similar")
     assert (status, body["error"]) == (404, "user 'nobody-at-all' has no events")
+
+
+async def test_a_hidden_item_leaves_the_users_list_until_shown_again(worker, http, trained):
+    user = "seed-b7"
+    _, unhidden, _ = await as_session_and_as_user(http, worker.url, user, 5)
+    top = ids(unhidden)[0]
+
+    status, _ = await post_json(http, f"{worker.url}/users/{user}/hidden", {"items": [top]})
+    assert status == 202
+
+    async def hidden_and_relisted():
+        state, listed, served = await as_session_and_as_user(http, worker.url, user, 6)
+        expected = [item for item in ids(listed) if item != top]
+        done = state["hidden"] == [top] and top not in ids(served)
+        return (expected[:5], ids(served)[:5]) if done else None
+
+    expected, shown = await eventually(hidden_and_relisted, within=10)
+    assert shown == expected
+
+    async with http.delete(f"{worker.url}/users/{user}/hidden/{top}") as response:
+        assert response.status == 202
+
+    async def shown_again():
+        state, listed, served = await as_session_and_as_user(http, worker.url, user, 5)
+        relisted = not state["hidden"] and top in ids(served)
+        return (ids(listed), ids(served)) if relisted else None
+
+    expected, shown = await eventually(shown_again, within=10)
+    assert shown == expected

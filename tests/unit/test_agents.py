@@ -26,7 +26,7 @@ from app.models import UserState
 from app.refresher import history
 from app.settings import Settings
 from app.state_codec import event_id_hash
-from app.topics import ERASE_HEADER, Topics, partition_for
+from app.topics import ERASE_HEADER, HIDE_HEADER, Topics, partition_for
 
 USER = "u1"
 KEY = USER.encode()
@@ -382,6 +382,53 @@ async def test_events_after_an_erasure_in_the_same_batch_start_the_user_afresh(b
     state = batching_worker.product.user_state.get(KEY)
     assert state.items == {"i3": [1.0, 1, WHEN]}
     assert (state.event_count, state.applied_offset) == (1, 33)
+
+
+def hiding(*item_ids: str) -> bytes:
+    return orjson.dumps({"user_id": USER, "item_ids": list(item_ids)})
+
+
+HIDE, SHOW = (HIDE_HEADER, b"1"), (HIDE_HEADER, b"0")
+
+
+async def test_a_hide_keeps_the_users_events_and_touches_them_to_rewrite_their_list(worker):
+    await worker.deliver(action(), offset=5)
+
+    await worker.deliver(hiding("i7", "i8"), offset=6, headers=[HIDE])
+
+    assert worker.state.hidden == ["i7", "i8"]
+    assert (worker.state.event_count, worker.state.applied_offset) == (1, 6)
+    assert worker.touched[USER].hidden == {"i7", "i8"}
+
+
+async def test_a_show_again_takes_the_item_out_of_the_hidden_ones(worker):
+    await worker.deliver(hiding("i7", "i8"), offset=5, headers=[HIDE])
+
+    await worker.deliver(hiding("i7"), offset=6, headers=[SHOW])
+
+    assert worker.state.hidden == ["i8"]
+
+
+@pytest.mark.parametrize(
+    ("value", "partition", "error"),
+    [
+        (hiding("i7"), AWAY, f"{HIDE_HEADER}: must be keyed by the user, in the user's partition"),
+        (orjson.dumps({"user_id": "other", "item_ids": ["i7"]}), HOME, "user_id: must be the user"),
+        (orjson.dumps({"user_id": USER, "item_ids": []}), HOME, "must hold at least one item"),
+    ],
+    ids=["outside the user's partition", "for another user", "without items"],
+)
+async def test_a_bad_hide_goes_to_the_dead_letters_and_changes_nothing(
+    worker, value, partition, error
+):
+    await worker.deliver(action(), offset=5)
+    before = worker.state
+
+    await worker.deliver(value, offset=6, partition=partition, headers=[HIDE])
+
+    [letter] = drained(worker.dead_letters)
+    assert error in letter.headers[ERROR_HEADER].decode()
+    assert worker.state == before
 
 
 def batch_at(*positions: tuple[int, int]) -> list[Any]:

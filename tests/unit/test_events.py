@@ -5,7 +5,14 @@ import json
 import pytest
 
 from app.settings import Settings
-from app.validation import InvalidEvent, decode_message, parse_request, parse_session
+from app.validation import (
+    InvalidEvent,
+    decode_hiding,
+    decode_message,
+    parse_item_ids,
+    parse_request,
+    parse_session,
+)
 
 NOW = 1_700_000_000.0
 SETTINGS = Settings()
@@ -137,3 +144,25 @@ def test_an_invalid_session_names_its_field_and_problem(payload, field, problem)
         parse_session(payload, SETTINGS, NOW)
     assert raised.value.field == field
     assert problem in raised.value.problem
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "problem"),
+    [
+        ({"item_id": "i1"}, "items", "is required"),
+        ({"items": []}, "items", "must hold at least one item"),
+        ({"items": ["i1", {"item_id": "i2"}]}, "item_id", "must be a string, got dict"),
+    ],
+)
+def test_a_bad_list_of_items_to_hide_names_its_field_and_problem(payload, field, problem):
+    with pytest.raises(InvalidEvent) as raised:
+        parse_item_ids(payload, SETTINGS)
+    assert raised.value.field == field
+    assert problem in raised.value.problem
+
+
+def test_a_hide_message_must_name_the_user_it_is_keyed_by():
+    value = json.dumps({"user_id": "u1", "item_ids": ["i1", "i2"]}).encode()
+    assert decode_hiding(value, "u1", SETTINGS) == ["i1", "i2"]
+    with pytest.raises(InvalidEvent, match="must be the user the hide is keyed by"):
+        decode_hiding(value, "u2", SETTINGS)

@@ -327,3 +327,18 @@ def test_a_sessions_list_is_the_list_of_a_user_who_did_the_same(refresher, user)
     assert served["source"] == user
     assert served["event_count"] == STATES[user].event_count
     assert_same_list(served, policy(refresher, user))
+
+
+@pytest.mark.parametrize("user", ["personal", "content", "popular"])
+def test_an_item_the_user_hid_leaves_their_list_and_nothing_else_does(refresher, user):
+    state = STATES["personal" if user == "popular" else user]
+    if user == "popular":
+        refresher.model = None
+    (shown,) = refresher.lists({user: history(state)}, POPULAR)
+    top = shown["items"][0][0]
+
+    hiding = state.with_hidden([top], hidden=True, offset=99)
+    (served,) = refresher.lists({user: history(hiding)}, POPULAR)
+
+    assert served["source"] == user
+    assert {item for item, _ in served["items"]} == {item for item, _ in shown["items"]} - {top}

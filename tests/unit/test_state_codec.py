@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.models import RECENT_EVENT_IDS, UserAction, UserState, empty_state
+from app.models import MAX_HIDDEN, RECENT_EVENT_IDS, UserAction, UserState, empty_state
 from app.state_codec import decode_state, encode_state, event_id_hash
 
 WHEN = 1_700_000_000.0
@@ -67,8 +67,32 @@ def test_an_old_json_record_without_optional_fields_decodes():
 
 
 def test_an_unknown_format_is_refused():
-    with pytest.raises(ValueError, match="unknown user state format 2"):
-        decode_state(b"\x02" + empty_state().dumps()[1:])
+    with pytest.raises(ValueError, match="unknown user state format 3"):
+        decode_state(b"\x03" + empty_state().dumps()[1:])
+
+
+def test_hidden_items_survive_the_encoding_as_format_2_and_others_stay_format_1():
+    state = empty_state().with_action(act("a"), 1.0, offset=1, origin=None)
+    hiding = state.with_hidden(["x", "é-ü"], hidden=True, offset=1)
+
+    assert hiding.dumps()[0] == 2 and state.dumps()[0] == 1
+    assert round_trip(hiding) == hiding
+    assert hiding.dumps()[1 : len(state.dumps())] == state.dumps()[1:]  # format 1, then hides
+
+
+def test_hiding_again_moves_an_item_last_showing_removes_it_and_events_keep_hides():
+    state = empty_state().with_hidden(["a", "b", "a"], hidden=True, offset=3)
+    assert state.hidden == ["a", "b"] and state.applied_offset == 3
+    state = state.with_hidden(["a"], hidden=True, offset=4)
+    assert state.hidden == ["b", "a"]
+    state = state.with_hidden(["b", "never-hidden"], hidden=False, offset=5)
+    assert state.hidden == ["a"]
+    assert state.with_action(act("c"), 1.0, offset=6, origin=None).hidden == ["a"]
+
+
+def test_only_the_latest_hides_are_kept():
+    state = empty_state().with_hidden([f"i{n}" for n in range(MAX_HIDDEN + 5)], True, offset=1)
+    assert len(state.hidden) == MAX_HIDDEN and state.hidden[0] == "i5"
 
 
 def test_event_ids_are_remembered_as_hashes_that_deduplicate_after_decoding():
