@@ -151,6 +151,10 @@ def _item(settings: Settings) -> Schema:
             "categories": labels,
             "tags": labels,
             "available": {"type": "boolean", "description": "false hides it from every list"},
+            "hidden_until": {
+                "type": ["number", "string", "null"],
+                "description": "epoch seconds or ISO-8601: in no list until then",
+            },
         },
     }
 
@@ -160,7 +164,13 @@ def _stored_item(settings: Settings) -> Schema:
     item = _item(settings)
     text = {"type": "string", "maxLength": MAX_TEXT_LENGTH}
     labels = {"type": "array", "items": _identifier(MAX_LABEL_LENGTH), "maxItems": MAX_LABELS}
-    fields = {"title": text, "description": text, "categories": labels, "tags": labels}
+    fields = {
+        "title": text,
+        "description": text,
+        "categories": labels,
+        "tags": labels,
+        "hidden_until": {"type": ["number", "null"], "description": "epoch seconds"},
+    }
     properties = {**item["properties"], **fields}
     return {**item, "required": list(properties), "properties": properties}
 

@@ -165,3 +165,6 @@ class ItemRecord:
     categories: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     available: bool = True
+    hidden_until: float | None = None
+    """Unix seconds until which the item is in nobody's list (a sale not yet open, a recall
+    under review); it comes back by itself after that."""

@@ -68,6 +68,7 @@ class CatalogueSnapshot:
 
     content: ContentIndex | None = None
     unavailable: frozenset[str] = frozenset()
+    hidden_until: Mapping[str, float] = field(default_factory=dict)
     categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     titles: Mapping[str, str] = field(default_factory=dict)
     version: int = 0
@@ -78,22 +79,33 @@ class CatalogueSnapshot:
         return cls(
             content=ContentIndex(records),
             unavailable=frozenset(r.item_id for r in records if not r.available),
+            hidden_until={r.item_id: r.hidden_until for r in records if r.hidden_until},
             categories={record.item_id: record.categories for record in records},
             titles={record.item_id: record.title for record in records if record.title},
             version=version,
         )
+
+    def withheld(self, now: float) -> frozenset[str]:
+        """The items no list may show at ``now``: unavailable, or hidden until later."""
+        if not self.hidden_until:
+            return self.unavailable
+        hidden = (item_id for item_id, until in self.hidden_until.items() if until > now)
+        return self.unavailable.union(hidden)
 
     def visible(
         self,
         items: Iterable[tuple[str, float]],
         exclude: Collection[str] = (),
         category: str | None = None,
+        now: float | None = None,
     ) -> list[tuple[str, float]]:
-        """Listed items still fit to show: available, not excluded, in the category if given."""
+        """Listed items still fit to show at ``now`` (default: the clock): not withheld, not
+        excluded, in the category if given."""
+        withheld = self.withheld(time.time() if now is None else now)
         return [
             (item_id, score)
             for item_id, score in items
-            if item_id not in self.unavailable
+            if item_id not in withheld
             and item_id not in exclude
             and (category is None or category in self.categories.get(item_id, ()))
         ]
@@ -120,7 +132,7 @@ def popular_list(
     time ``popular`` is read at; written at ``now``. Its ``event_count`` is 0:
     :func:`user_lists` stamps a user's own."""
     half_life = half_life or rules.popularity_half_life
-    hidden = catalogue.unavailable.union(seen)
+    hidden = catalogue.withheld(now).union(seen)
     items = ranker.popular_excluding(popular.items, hidden, rules.list_length)
     return ServedList(
         items=[
@@ -147,7 +159,7 @@ def user_lists(
     """
     now = time.time() if now is None else now
     rows = [user.weights for user in users]
-    unavailable, content = catalogue.unavailable, catalogue.content
+    unavailable, content = catalogue.withheld(now), catalogue.content
     version = None if model is None else model.version
     most_hidden = max((len(user.hidden) for user in users), default=0)
     personal = (
@@ -193,7 +205,7 @@ def similar_items(
     catalogue content ("content") while the item has no factors yet; None when neither knows it.
     Unavailable items are left out."""
     if model is not None and item_id in model.item_positions:
-        ranked = ranker.similar_items(model, item_id, n + len(catalogue.unavailable))
+        ranked = ranker.similar_items(model, item_id, n + len(catalogue.withheld(time.time())))
         return catalogue.visible(ranked)[:n], "factors"
     content = catalogue.content
     if content is not None and item_id in content.item_positions:

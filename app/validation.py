@@ -273,6 +273,14 @@ def parse_item(item: Any, max_id_length: int) -> ItemRecord:
     available = item.get("available", True)
     if not isinstance(available, bool):
         raise InvalidEvent("available", f"must be true or false, got {type(available).__name__}")
+    hidden_until = item.get("hidden_until")
+    if hidden_until is not None:
+        try:
+            hidden_until = parse_timestamp(hidden_until)
+        except InvalidEvent as error:
+            raise InvalidEvent("hidden_until", error.problem) from None
+        if not math.isfinite(hidden_until):
+            raise InvalidEvent("hidden_until", "is not a finite number")
     return ItemRecord(
         item_id=identifier(item.get("item_id"), "item_id", max_id_length),
         title=_text(item.get("title"), "title"),
@@ -280,6 +288,7 @@ def parse_item(item: Any, max_id_length: int) -> ItemRecord:
         categories=_labels(item.get("categories"), "categories"),
         tags=_labels(item.get("tags"), "tags"),
         available=available,
+        hidden_until=hidden_until,
     )
 
 

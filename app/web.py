@@ -383,16 +383,7 @@ class Item(ProductView):
             return self.service_unavailable(f"Redis unavailable: {error}")
         if record is None:
             return self.error(404, f"item {item_id!r} is not in the catalogue")
-        return self.json(
-            {
-                "item_id": record.item_id,
-                "title": record.title,
-                "description": record.description,
-                "categories": list(record.categories),
-                "tags": list(record.tags),
-                "available": record.available,
-            }
-        )
+        return self.json(dataclasses.asdict(record))
 
     async def delete(self, request: web.Request, item_id: str) -> web.Response:
         """Withdraw the item: recorded as unavailable (via topic ``items``), so no list and no
@@ -618,7 +609,7 @@ class Popular(ProductView):
             kept = ", ".join(f"{value:g}" for value in settings.half_lives)
             return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
         refresher = self.product.refresher
-        depth = n + len(refresher.catalogue.unavailable)
+        depth = n + len(refresher.catalogue.withheld(time.time()))
         try:
             popular = await refresher.trending(half_life, depth)
         except (RedisError, OSError):

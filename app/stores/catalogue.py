@@ -35,6 +35,7 @@ def decode_item(raw: bytes | str) -> ItemRecord:
         categories=tuple(data.get("categories", ())),
         tags=tuple(data.get("tags", ())),
         available=data.get("available", True),
+        hidden_until=data.get("hidden_until"),
     )
 
 

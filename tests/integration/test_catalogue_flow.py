@@ -4,6 +4,7 @@ Redis -> content-based lists, filters, unavailable items and content /similar.""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -111,6 +112,25 @@ async def test_an_unavailable_item_is_never_recommended_nor_similar(catalogued, 
     assert "lamp-3" not in [e["item_id"] for e in popular_list["items"]]
 
 
+async def test_an_item_hidden_until_later_is_in_no_list_and_its_record_says_until_when(
+    catalogued, http
+):
+    until = time.time() + 3600
+    hidden = catalogue_item("mug", 3, hidden_until=until)
+    assert (await post_json(http, f"{catalogued.url}/items", hidden))[0] == 202
+
+    async def hidden_everywhere():
+        _, listed = await get_json(http, f"{catalogued.url}/recommend/kim?n=50")
+        _, similar = await get_json(http, f"{catalogued.url}/similar/mug-4?n=50")
+        _, popular = await get_json(http, f"{catalogued.url}/popular?n=50")
+        ids = [e["item_id"] for e in listed["items"] + similar["items"] + popular["items"]]
+        return True if ids and "mug-3" not in ids else None
+
+    await eventually(hidden_everywhere, within=10, interval=0.2)
+    _, record = await get_json(http, f"{catalogued.url}/items/mug-3")
+    assert record["hidden_until"] == pytest.approx(until)
+
+
 async def test_similar_falls_back_to_catalogue_content_for_items_without_factors(worker, http):
     fresh = catalogue_item("mug", 40)
     assert (await post_json(http, f"{worker.url}/items", fresh))[0] == 202
@@ -135,6 +155,7 @@ async def test_an_item_is_read_back_as_stored_with_its_defaults(catalogued, http
         "categories": ["kitchen"],
         "tags": ["mug", "coffee"],
         "available": True,
+        "hidden_until": None,
     }
 
 

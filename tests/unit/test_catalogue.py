@@ -18,6 +18,7 @@ import pytest
 
 from app.content import ContentIndex, blend, item_tokens, tokenize
 from app.models import ItemRecord
+from app.serving import CatalogueSnapshot
 from app.stores.catalogue import decode_item, encode_item
 from app.validation import InvalidEvent, parse_items
 
@@ -213,6 +214,8 @@ def test_all_fields_are_parsed_and_duplicate_labels_dropped():
         (item(categories=[" "]), "categories[0]", "must not be empty"),
         (item(tags=[f"t{n}" for n in range(51)]), "tags", "holds 51 entries, the maximum is 50"),
         (item(available="yes"), "available", "must be true or false, got str"),
+        (item(hidden_until="soon"), "hidden_until", "is not ISO-8601 or unix seconds: 'soon'"),
+        (item(hidden_until=float("inf")), "hidden_until", "is not a finite number"),
         ("i1", "item", "must be a JSON object, got str"),
         ({"items": {}}, "items", "must be a list, got dict"),
         ({"items": []}, "items", "must hold at least one item"),
@@ -231,8 +234,26 @@ def test_an_invalid_item_in_a_batch_names_its_index():
     assert raised.value.as_dict() == {"index": 2, "field": "tags[0]", "problem": "is required"}
 
 
+def test_hidden_until_is_read_as_unix_seconds_or_iso_8601():
+    [seconds, iso] = parse_items(
+        {"items": [item(hidden_until=1_800_000_000), item(hidden_until="2027-01-15T00:00:00Z")]},
+        100,
+        256,
+    )
+    assert (seconds.hidden_until, iso.hidden_until) == (1_800_000_000.0, 1_799_971_200.0)
+
+
+def test_an_item_hidden_until_later_is_withheld_until_then_and_shown_after():
+    catalogue = CatalogueSnapshot.of([ItemRecord("a"), ItemRecord("b", hidden_until=100.0)], 1)
+    listed = [("a", 2.0), ("b", 1.0)]
+
+    assert catalogue.withheld(99.0) == {"b"} and catalogue.withheld(100.0) == frozenset()
+    assert catalogue.visible(listed, now=99.0) == [("a", 2.0)]
+    assert catalogue.visible(listed, now=100.5) == listed
+
+
 def test_a_record_survives_its_json_form():
-    record = ItemRecord("i1", "Red", "Light", ("Shoes",), ("red", "trail"), False)
+    record = ItemRecord("i1", "Red", "Light", ("Shoes",), ("red", "trail"), False, 1_800_000_000.0)
     assert decode_item(encode_item(record)) == record
 
 
