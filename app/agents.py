@@ -11,6 +11,7 @@ acknowledged. The ALS work is batched by the refresher, off the event loop.
 from __future__ import annotations
 
 import logging
+import struct
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,7 +26,8 @@ from app.models import UserState, empty_state
 from app.ops import metrics
 from app.refresher import ListRefresher
 from app.settings import Settings
-from app.topics import ERASE_HEADER, HIDE_HEADER, Topics, partition_for
+from app.state_codec import decode_state
+from app.topics import ERASE_HEADER, HIDE_HEADER, RESTORE_HEADER, Topics, partition_for
 from app.validation import InvalidEvent, decode_hiding, decode_message, parse_item
 
 if TYPE_CHECKING:
@@ -132,6 +134,19 @@ class EventProcessor:
         self.refresher.touch(user_id, states[key])
         return key
 
+    def _restore(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes:
+        """A restored user (``app.backup``): their dumped state replaces what the table holds,
+        as of this message's offset."""
+        key = self._user_key(event, RESTORE_HEADER)
+        try:
+            fields = decode_state(event.value or b"")
+        except (ValueError, struct.error, UnicodeDecodeError, KeyError) as error:
+            raise InvalidEvent("value", f"is not an encoded user state: {error}") from None
+        state = UserState(**{**fields, "applied_offset": event.message.offset})
+        states[key] = state
+        self.refresher.touch(key.decode(errors="replace"), state)
+        return key
+
     def _state(self, key: bytes, states: dict[bytes, UserState | None]) -> UserState:
         """The user's state as this batch has it so far: folded, else the table's, else new."""
         return (states[key] if key in states else self.table.get(key)) or empty_state()
@@ -143,6 +158,8 @@ class EventProcessor:
         try:
             if ERASE_HEADER in headers:
                 return self._erase(event, states)
+            if RESTORE_HEADER in headers:
+                return self._restore(event, states)
             if HIDE_HEADER in headers:
                 return self._hide(event, states, hidden=headers[HIDE_HEADER] != b"0")
             action = decode_message(event.value, self.settings, now=message.timestamp)

@@ -1,5 +1,5 @@
-"""Command-line tools beside ``worker``: ``create-topics``, ``feed``, ``retrain``, ``replay`` and
-``catch-up``.
+"""Command-line tools beside ``worker``: ``create-topics``, ``feed``, ``retrain``, ``replay``,
+``catch-up``, ``dump`` and ``restore``.
 
 Commands are declared here with :func:`command` and bound to one wired :class:`Product` by
 :func:`add_commands`, which ``python -m app`` calls; a command reaches the product's settings,
@@ -23,12 +23,14 @@ from faust.cli import AppCommand, argument, option
 from faust.cli.base import cli as faust_cli
 from redis.exceptions import RedisError
 
+from app import backup
 from app import play as shop_play
 from app import replay as replaying
 from app.datasets import DatasetError, event_json, iter_events, iter_items
 from app.ops.progress import Progress
 from app.security import client_headers
 from app.stores.model import version_sequence
+from app.topics import RESTORE_HEADER
 from app.validation import InvalidEvent, parse_timestamp
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ The product's commands:
   retrain         ask for a full fit now and follow it
   replay          rebuild every derived state from the raw log
   catch-up        follow the workers re-applying the log after a replay
+  dump            write model, catalogue, users and popularity to a folder
+  restore         bring a fresh deployment to a dump's state
   evaluate        offline HR@10, Recall@20 and NDCG of the model against baselines
   streaming-eval  prequential HR@10 and NDCG@10 of the streaming pipeline
 
@@ -277,3 +281,48 @@ async def catch_up(self: ProductCommand) -> None:
             if done < total:
                 await asyncio.sleep(CATCH_UP_POLL_SECONDS)
     self.say(f"all {total} records re-applied; each worker now asks the trainer for a full fit")
+
+
+@command(argument("folder", type=click.Path(file_okay=False)))
+async def dump(self: ProductCommand, folder: str) -> None:
+    """Write the published model, the catalogue, every user's state and the popularity to
+    FOLDER (new or empty) with a manifest, for ``restore`` into a fresh deployment."""
+    try:
+        manifest = await backup.dump(self.product.settings, self.product.stores, Path(folder))
+    except (backup.BackupError, RedisError, KafkaError, OSError) as error:
+        raise SystemExit(f"dump failed: {error}") from None
+    self.say(
+        f"dumped model {manifest['model_version']}, {manifest['users']} users and "
+        f"{manifest['items']} items to {folder}"
+    )
+
+
+@command(argument("folder", type=click.Path(exists=True, file_okay=False)))
+async def restore(self: ProductCommand, folder: str) -> None:
+    """Bring a fresh deployment (no model, no events yet) to a dump's state: users through
+    restore messages in user-actions, the catalogue through items, model and popularity into
+    Redis. Start the workers afterwards (or leave them running: they apply it as it comes)."""
+    await self.app.producer.maybe_start()
+    topics = self.product.topics
+    for topic in topics.all:
+        await topic.maybe_declare()
+
+    async def send_user(key: bytes, value: bytes) -> None:
+        await topics.user_actions.send(key=key, value=value, headers=[(RESTORE_HEADER, b"1")])
+
+    async def send_item(key: str, value: bytes) -> None:
+        await topics.items.send(key=key.encode(), value=value)
+
+    try:
+        manifest = await backup.restore(
+            self.product.settings, self.product.stores, Path(folder), send_user, send_item
+        )
+        await self.app.producer.flush()
+    except (backup.BackupError, RedisError, KafkaError, OSError) as error:
+        raise SystemExit(f"restore failed: {error}") from None
+    finally:
+        await self.app.producer.stop()
+    self.say(
+        f"restored {manifest['users']} users, {manifest['items']} items and model "
+        f"{manifest['model_version']} (served as {manifest['restored_as']}) from {folder}"
+    )

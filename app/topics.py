@@ -23,6 +23,11 @@ the value's ``item_ids`` from the user's lists, ``0`` shows them again. In the u
 partition, so it survives a restart in the table and a replay in the log."""
 
 
+RESTORE_HEADER = "x-recsys-restore"
+"""On a message keyed by a user in ``user-actions`` (``python -m app restore``): the value is
+the user's whole state (``app.state_codec`` encoding), which replaces what the table holds."""
+
+
 def partition_for(user_key: bytes, partitions: int) -> int:
     """The partition of ``user-actions``, and of the user's table state, that holds a user.
 

@@ -68,5 +68,15 @@ class PopularityStore:
         items = [(item.decode(), float(score)) for item, score in ranked]
         return Trending(items, read_time(clock, None if newest is None else float(newest), now))
 
+    async def all(self, half_life: float) -> Scored:
+        """Every item's total for one half-life, best first (a dump's copy)."""
+        ranked = await self.redis.zrevrange(self.keys.popular(half_life), 0, -1, withscores=True)
+        return [(item.decode(), float(score)) for item, score in ranked]
+
+    async def newest_event_at(self) -> float | None:
+        """The newest event time the totals count; None before any."""
+        newest = await self.redis.get(self.keys.newest_event_at)
+        return None if newest is None else float(newest)
+
     async def is_empty(self, half_life: float) -> bool:
         return not await self.redis.exists(self.keys.popular(half_life))

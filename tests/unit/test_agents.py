@@ -22,11 +22,11 @@ from prometheus_client import REGISTRY
 from app import agents
 from app.agents import ERROR_HEADER, ORIGIN_HEADER, EventProcessor
 from app.factory import Product, create_app
-from app.models import UserState
+from app.models import UserAction, UserState, empty_state
 from app.refresher import history
 from app.settings import Settings
 from app.state_codec import event_id_hash
-from app.topics import ERASE_HEADER, HIDE_HEADER, Topics, partition_for
+from app.topics import ERASE_HEADER, HIDE_HEADER, RESTORE_HEADER, Topics, partition_for
 
 USER = "u1"
 KEY = USER.encode()
@@ -428,6 +428,32 @@ async def test_a_bad_hide_goes_to_the_dead_letters_and_changes_nothing(
 
     [letter] = drained(worker.dead_letters)
     assert error in letter.headers[ERROR_HEADER].decode()
+    assert worker.state == before
+
+
+RESTORE = (RESTORE_HEADER, b"1")
+
+
+async def test_a_restore_message_replaces_the_users_state_as_of_its_offset(worker):
+    await worker.deliver(action(item_id="old"), offset=5)
+    dumped = empty_state().with_action(
+        UserAction(USER, "i3", "click", WHEN), 1.0, offset=900, origin=None
+    )
+
+    await worker.deliver(dumped.dumps(), offset=6, headers=[RESTORE])
+
+    assert worker.state.items == dumped.items and worker.state.applied_offset == 6
+    assert worker.touched[USER].weights == {"i3": 1.0}
+
+
+async def test_a_restore_message_that_is_no_state_goes_to_the_dead_letters(worker):
+    await worker.deliver(action(), offset=5)
+    before = worker.state
+
+    await worker.deliver(b"\x07garbage", offset=6, headers=[RESTORE])
+
+    [letter] = drained(worker.dead_letters)
+    assert letter.headers[ERROR_HEADER].decode().startswith("value: is not an encoded user state")
     assert worker.state == before
 
 
