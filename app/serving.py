@@ -4,8 +4,10 @@ streaming evaluation's simulation, so what is measured is what is served.
 
 A user with few events (``content_max_events``) whom the catalogue can match gets items like
 theirs blended with what is popular; otherwise a user the model knows gets the personal ALS
-list; anybody else gets the popular items they have not seen. Unavailable items are never
-listed; seen items never either. Pure numerics: no Faust, no I/O.
+list; anybody else gets the popular items they have not seen. Unavailable items, items hidden
+from everyone until later (``hidden_until``) and items the user hid are never listed; seen
+items never either. An anonymous session's list (``POST /recommend``) is the list of a user
+who did the same. Pure numerics: no Faust, no I/O.
 """
 
 from __future__ import annotations
