@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -21,6 +21,7 @@ from app.settings import Settings
 EARLIEST_TIMESTAMP = 946_684_800.0  # 2000-01-01T00:00:00Z: older stamps are taken as mistakes
 MAX_ACTION_LENGTH = 64
 MAX_EVENT_ID_LENGTH = 64
+T = TypeVar("T")
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Cn"}  # control, surrogate, unassigned code points
 
 
@@ -138,6 +139,25 @@ def request_entries(payload: Any, noun: str, maximum: int) -> list[Any]:
     return entries
 
 
+def required_entries(payload: Any, noun: str, maximum: int, shape: str) -> list[Any]:
+    """The entries of a body that must be ``{"<noun>s": [...]}`` (``shape`` says of what),
+    checked like :func:`request_entries`'s."""
+    if not isinstance(payload, Mapping) or f"{noun}s" not in payload:
+        raise InvalidEvent(f"{noun}s", f"is required: a list of {shape}")
+    return request_entries(payload, noun, maximum)
+
+
+def each_entry(entries: list[Any], parse: Callable[[Any], T]) -> list[T]:
+    """Every entry parsed, all or nothing: the first refusal is located at its index."""
+    parsed = []
+    for index, entry in enumerate(entries):
+        try:
+            parsed.append(parse(entry))
+        except InvalidEvent as error:
+            raise error.at(index) from None
+    return parsed
+
+
 def parse_request(payload: Any, settings: Settings, now: float) -> list[UserAction]:
     """Validate a request body: one event, or ``{"events": [...]}``; all or nothing."""
     events = request_entries(payload, "event", settings.max_events_per_request)
@@ -158,16 +178,8 @@ def parse_request(payload: Any, settings: Settings, now: float) -> list[UserActi
 
 def parse_item_ids(payload: Any, settings: Settings) -> list[str]:
     """``{"items": [item ids]}``: at most ``max_items_per_request`` of them, each validated."""
-    if not isinstance(payload, Mapping) or "items" not in payload:
-        raise InvalidEvent("items", "is required: a list of item ids")
-    entries = request_entries(payload, "item", settings.max_items_per_request)
-    ids = []
-    for index, entry in enumerate(entries):
-        try:
-            ids.append(identifier(entry, "item_id", settings.max_id_length))
-        except InvalidEvent as error:
-            raise error.at(index) from None
-    return ids
+    entries = required_entries(payload, "item", settings.max_items_per_request, "item ids")
+    return each_entry(entries, lambda entry: identifier(entry, "item_id", settings.max_id_length))
 
 
 def decode_hiding(value: bytes | None, user_id: str, settings: Settings) -> list[str]:
@@ -194,24 +206,19 @@ def parse_session(payload: Any, settings: Settings, now: float) -> list[UserActi
 
     At most ``max_items_per_user`` of them, the items a user's state keeps, so a session is
     read exactly like a user who did the same."""
-    if not isinstance(payload, Mapping) or "items" not in payload:
-        raise InvalidEvent("items", "is required: a list of item ids or {item_id, action}")
-    entries = request_entries(payload, "item", settings.max_items_per_user)
-    actions = []
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, Mapping):
-            entry = {"item_id": entry}
-        try:
-            action = UserAction(
-                user_id=SESSION_USER,
-                item_id=identifier(entry.get("item_id"), "item_id", settings.max_id_length),
-                action=identifier(entry.get("action", SESSION_ACTION), "action", MAX_ACTION_LENGTH),
-                timestamp=now,
-            )
-        except InvalidEvent as error:
-            raise error.at(index) from None
-        actions.append(action)
-    return actions
+    shape = "item ids or {item_id, action}"
+    entries = required_entries(payload, "item", settings.max_items_per_user, shape)
+
+    def session_action(entry: Any) -> UserAction:
+        named = entry if isinstance(entry, Mapping) else {"item_id": entry}
+        return UserAction(
+            user_id=SESSION_USER,
+            item_id=identifier(named.get("item_id"), "item_id", settings.max_id_length),
+            action=identifier(named.get("action", SESSION_ACTION), "action", MAX_ACTION_LENGTH),
+            timestamp=now,
+        )
+
+    return each_entry(entries, session_action)
 
 
 def decode_message(value: bytes | None, settings: Settings, now: float) -> UserAction:
@@ -299,10 +306,4 @@ def parse_items(payload: Any, max_items: int, max_id_length: int) -> list[ItemRe
     item), the field and the problem. Unknown fields are ignored.
     """
     items = request_entries(payload, "item", max_items)
-    parsed = []
-    for index, item in enumerate(items):
-        try:
-            parsed.append(parse_item(item, max_id_length))
-        except InvalidEvent as error:
-            raise error.at(index) from None
-    return parsed
+    return each_entry(items, lambda item: parse_item(item, max_id_length))
