@@ -17,10 +17,11 @@ the model and popularity are written to Redis as they were.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +49,33 @@ class BackupError(Exception):
     """A dump cannot be written or restored; the message says why."""
 
 
-async def latest_records(settings: Settings, topic: str) -> dict[bytes, bytes]:
-    """Each key's latest value in a compacted topic of the configured partitions, read from the
-    beginning to the end offsets of the moment (tombstones remove their key); empty when the
-    topic does not exist."""
+@contextlib.asynccontextmanager
+async def topic_partitions(
+    settings: Settings, topic: str
+) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
+    """A consumer outside any group and the topic's partitions (the configured count); no
+    partitions when the topic does not exist."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None
     )
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            return {}
-        assigned = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        partitions = range(settings.partitions) if topic in await consumer.topics() else ()
+        yield consumer, [TopicPartition(topic, p) for p in partitions]
+    finally:
+        await consumer.stop()
+
+
+async def latest_records(settings: Settings, topic: str) -> dict[bytes, bytes]:
+    """Each key's latest value in a compacted topic, read from the beginning to the end offsets
+    of the moment (tombstones remove their key); empty when the topic does not exist."""
+    latest: dict[bytes, bytes] = {}
+    async with topic_partitions(settings, topic) as (consumer, assigned):
+        if not assigned:
+            return latest
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
         ends = await consumer.end_offsets(assigned)
-        latest: dict[bytes, bytes] = {}
         pending = {tp for tp in assigned if ends[tp] > 0}
         while pending:
             batches = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
@@ -75,23 +87,13 @@ async def latest_records(settings: Settings, topic: str) -> dict[bytes, bytes]:
                         latest[record.key] = record.value
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
-        return latest
-    finally:
-        await consumer.stop()
+    return latest
 
 
 async def records_logged(settings: Settings, topic: str) -> int:
-    """How many records a topic of the configured partitions holds (0 when it does not exist)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
-    await consumer.start()
-    try:
-        if topic not in await consumer.topics():
-            return 0
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(partitions)
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+    """How many records a topic holds (0 when it does not exist)."""
+    async with topic_partitions(settings, topic) as (consumer, partitions):
+        return sum((await consumer.end_offsets(partitions)).values()) if partitions else 0
 
 
 def _empty_folder(folder: Path) -> None:
