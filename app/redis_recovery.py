@@ -126,6 +126,14 @@ class RedisRecovery:
         )
         return entry
 
+    async def trending(self, half_life: float | None = None, depth: int | None = None) -> Trending:
+        """The popular items as the refresher reads them from Redis, or the ones last read
+        while it cannot be reached."""
+        try:
+            return await self.refresher.trending(half_life, depth)
+        except (RedisError, OSError):
+            return self.last_popular(half_life)
+
     def last_popular(self, half_life: float | None = None) -> Trending:
         """The popular items last read from Redis, for when it cannot be reached."""
         half_life = half_life or self.settings.popularity_half_life

@@ -452,12 +452,8 @@ class SessionRecommend(ProductView):
         actions = await self.read_valid(request, parse, "invalid session")
         if isinstance(actions, StreamResponse):
             return actions
-        refresher = self.product.refresher
-        try:
-            popular = await refresher.trending()
-        except (RedisError, OSError):
-            popular = self.product.recovery.last_popular()
-        entry = refresher.session_list(actions, popular)
+        popular = await self.product.recovery.trending()
+        entry = self.product.refresher.session_list(actions, popular)
         return self.json(
             {
                 "items": self.shown(query, entry),
@@ -610,10 +606,7 @@ class Popular(ProductView):
             return self.error(400, f"half_life: must be one of {kept} (seconds), got {raw[:20]!r}")
         refresher = self.product.refresher
         depth = n + len(refresher.catalogue.withheld(time.time()))
-        try:
-            popular = await refresher.trending(half_life, depth)
-        except (RedisError, OSError):
-            popular = self.product.recovery.last_popular(half_life)
+        popular = await self.product.recovery.trending(half_life, depth)
         entry = refresher.popular_list(popular, (), half_life)
         shown = self.scored(entry["items"][:n], titled)
         return self.json(
