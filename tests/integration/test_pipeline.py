@@ -18,13 +18,17 @@ FRESHNESS_LIMIT = 2.0
 
 @pytest.fixture(scope="module")
 async def trained(worker, http):
-    """A worker whose model knows the seed history; returns a user with a personal list."""
-    status, body = await post_json(http, f"{worker.url}/events", {"events": seed_history()})
+    """A worker whose model knows the seed history; returns a user whose personal list has taken in
+    all of that user's seed events, so a test's next event is the only change it sees."""
+    history = seed_history()
+    status, body = await post_json(http, f"{worker.url}/events", {"events": history})
     assert (status, body) == (202, {"accepted": 240})
+    own_events = sum(event["user_id"] == "seed-a0" for event in history)
 
     async def personal():
         _, body = await get_json(http, f"{worker.url}/recommend/seed-a0")
-        return body if body["source"] == "personal" else None
+        settled = body["source"] == "personal" and body["event_count"] == own_events
+        return body if settled else None
 
     await eventually(personal, within=30, interval=0.2)
     return "seed-a0"
