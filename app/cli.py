@@ -75,6 +75,7 @@ The product's commands:
   restore         bring a fresh deployment to a dump's state
   evaluate        offline HR@10, Recall@20 and NDCG of the model against baselines
   streaming-eval  prequential HR@10 and NDCG@10 of the streaming pipeline
+  tune            search ALS parameters on a temporal split, write them as env lines
 
 \b
 Faust's own, safe here (they only read): agents, tables, models, model, completion.

@@ -12,8 +12,13 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from dotenv import dotenv_values
+
 MAX_ITEMS_PER_USER = 2**16 - 1
 """The changelog encoding counts a user's items in 16 bits (:mod:`app.state_codec`)."""
+ENV_FILE = "RECSYS_ENV_FILE"
+"""A file of ``RECSYS_<FIELD>=value`` lines (what ``python -m app tune`` writes) read under the
+environment: a variable set in both takes the environment's value."""
 LOG_FORMATS = ("keyvalue", "json")
 POPULARITY_CLOCKS = ("stream", "wall")
 
@@ -242,8 +247,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``RECSYS_<FIELD>`` variables; unset ones keep their default."""
+        """Build settings from ``RECSYS_<FIELD>`` variables, then the lines of the file named by
+        ``RECSYS_ENV_FILE``; unset ones keep their default."""
         environ = os.environ if environ is None else environ
+        if environ.get(ENV_FILE):
+            environ = {**read_env_file(environ[ENV_FILE]), **environ}
         values: dict[str, Any] = {}
         for spec in fields(cls):
             name = f"RECSYS_{spec.name.upper()}"
@@ -262,6 +270,23 @@ class Settings:
 
 
 DEFAULTS = Settings()
+VARIABLES = frozenset(f"RECSYS_{spec.name.upper()}" for spec in fields(Settings))
+"""The name of every setting's environment variable."""
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """The ``NAME=value`` lines of an env file (comments and ``export`` allowed), each naming a
+    setting: a misspelt name would otherwise leave its setting at the default unnoticed."""
+    if not os.path.isfile(path):
+        raise SettingsError(f"{ENV_FILE}: no such file {path!r}")
+    values = dotenv_values(path)
+    for name, value in values.items():
+        if name not in VARIABLES:
+            raise SettingsError(f"{ENV_FILE}: {path} sets {name}, which is not a setting")
+        if value is None:
+            raise SettingsError(f"{ENV_FILE}: {path} names {name} without a value")
+    return dict(values)
+
 
 _AT_LEAST: Mapping[str, float] = MappingProxyType(
     {

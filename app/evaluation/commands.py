@@ -1,13 +1,14 @@
-"""``python -m app evaluate`` and ``python -m app streaming-eval``: the evaluations' commands.
+"""``python -m app evaluate``, ``streaming-eval`` and ``tune``: the evaluations' commands.
 
 ``evaluate`` is the offline evaluation of popularity and ALS on an events file
 (:mod:`app.evaluation.offline`): it reads the file, splits it, fits and scores without Kafka or
 Redis. ``streaming-eval`` is the prequential evaluation (:mod:`app.evaluation.streaming`), in
 process by default or, with ``--url``, through a running worker (:mod:`app.evaluation.pipeline`).
-Both print one JSON object on stdout and progress on stderr. The ALS parameters, action weights
-and the rest are the product's settings (``RECSYS_*``), read as ``self.product.settings``.
-Importing this module only declares the commands (:func:`app.cli.command`); ``python -m app``
-imports it. See docs/EVALUATION.md.
+Both print one JSON object on stdout and progress on stderr; ``tune`` searches the ALS
+parameters (:mod:`app.evaluation.tuning`) and prints its table of trials. The ALS parameters,
+action weights and the rest are the product's settings (``RECSYS_*``), read as
+``self.product.settings``. Importing this module only declares the commands
+(:func:`app.cli.command`); ``python -m app`` imports it. See docs/EVALUATION.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +28,10 @@ from faust.cli import option
 
 from app.cli import ProductCommand, command
 from app.datasets import DatasetError, read_events
-from app.evaluation import offline
+from app.evaluation import offline, tuning
 from app.evaluation.pipeline import in_process_report, pipeline_report
 from app.ops.progress import Progress
-from app.retraining import RetrainPolicy
+from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
 
 _NUMBER_PAIR = re.compile(r"\[\s+([^\[\]{},\s]+),\s+([^\[\]{},\s]+)\s+\]")
@@ -171,4 +173,110 @@ async def streaming_eval(
     if out:
         await asyncio.to_thread(Path(out).write_text, text + "\n", encoding="utf-8")
     sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _numbers(kind: type) -> Callable[[click.Context, click.Parameter, str], tuple]:
+    """A click callback reading a comma-separated list of positive numbers of one kind."""
+
+    def parse(_context: click.Context, param: click.Parameter, text: str) -> tuple:
+        try:
+            values = tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            values = ()
+        if not values or min(values) < 0 or (kind is int and min(values) < 1):
+            raise click.BadParameter(
+                f"expected comma-separated {'whole ' if kind is int else ''}numbers "
+                f"{'of at least 1' if kind is int else 'of at least 0'}, got {text!r}",
+                param=param,
+            )
+        return tuple(dict.fromkeys(values))
+
+    return parse
+
+
+def space_option(name: str, kind: type) -> Any:
+    """An option for the values a search tries of one ALS parameter."""
+    field = name.removeprefix("--")
+    default = ",".join(f"{value:g}" for value in getattr(tuning.SearchSpace(), field))
+    return option(name, default=default, show_default=True, callback=_numbers(kind))
+
+
+def env_file_text(outcome: tuning.Outcome, events_path: str, out: str) -> str:
+    """The env file ``tune`` writes: how the settings were found, then their lines."""
+    chosen = "best trial" if outcome.recommended == outcome.best else "current settings, kept"
+    metric = outcome.metric
+    header = [
+        f"# python -m app tune --events {events_path} at "
+        f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {len(outcome.trials)} trials",
+        f"# {chosen}; test {metric} {outcome.best_test[metric]:.4f} (best) against "
+        f"{outcome.current_test[metric]:.4f} (current)",
+        f"# run a worker with it: RECSYS_ENV_FILE={out} python -m app worker",
+    ]
+    return "\n".join(header + tuning.env_lines(outcome.recommended)) + "\n"
+
+
+@command(
+    EVENTS_OPTION,
+    option("--trials", type=click.IntRange(min=1), default=24, show_default=True),
+    option(
+        "--max-seconds",
+        type=click.FloatRange(min=0.0, min_open=True),
+        default=900.0,
+        show_default=True,
+        help="no trial starts after this many seconds",
+    ),
+    option("--metric", type=click.Choice(offline.METRICS), default="NDCG@10", show_default=True),
+    fraction_option("--test-fraction", 0.1),
+    space_option("--factors", int),
+    space_option("--regularization", float),
+    space_option("--alpha", float),
+    space_option("--iterations", int),
+    option("--seed", type=int, default=0, show_default=True, help="order of the trials"),
+    option(
+        "--out",
+        type=click.Path(dir_okay=False),
+        default="tuned.env",
+        show_default=True,
+        help="where to write the chosen settings as RECSYS_ALS_* lines",
+    ),
+)
+async def tune(
+    self: ProductCommand,
+    events_path: str,
+    trials: int,
+    max_seconds: float,
+    metric: str,
+    test_fraction: float,
+    factors: tuple[int, ...],
+    regularization: tuple[float, ...],
+    alpha: tuple[float, ...],
+    iterations: tuple[int, ...],
+    seed: int,
+    out: str,
+) -> None:
+    """Search ALS factors, regularization, alpha and iterations on a temporal split, print the
+    trials, and write the settings to run as env lines (RECSYS_ENV_FILE reads them)."""
+    settings = self.product.settings
+    space = tuning.SearchSpace(factors, regularization, alpha, iterations)
+    try:
+        events = await asyncio.to_thread(read_events, events_path)
+        outcome = await asyncio.to_thread(
+            tuning.tune,
+            events,
+            als_params(settings),
+            settings.weight,
+            space,
+            tuning.Budget(trials, max_seconds),
+            metric,
+            test_fraction,
+            seed,
+            progress,
+        )
+    except (DatasetError, ValueError) as error:
+        progress(f"tune: {error}")
+        raise SystemExit(1) from None
+    await asyncio.to_thread(Path(out).write_text, env_file_text(outcome, events_path, out))
+    report = [tuning.trial_table(outcome), "", *tuning.verdict(outcome), "", f"wrote {out}:"]
+    sys.stdout.write("\n".join(report + tuning.env_lines(outcome.recommended)) + "\n")
     sys.stdout.flush()

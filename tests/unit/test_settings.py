@@ -111,3 +111,25 @@ def test_fausts_own_environment_variables_do_not_override_the_products_settings(
     assert conf.web_port == 6123
     assert [str(url) for url in conf.broker] == [settings.kafka_broker]
     assert conf.broker_session_timeout == settings.session_timeout
+
+
+def test_an_env_file_sets_what_the_environment_does_not(tmp_path):
+    env_file = tmp_path / "tuned.env"
+    env_file.write_text("# tuned\nRECSYS_ALS_FACTORS=32\nexport RECSYS_ALS_ALPHA=10\n")
+
+    settings = Settings.from_env({"RECSYS_ENV_FILE": str(env_file), "RECSYS_ALS_ALPHA": "2"})
+
+    assert (settings.als_factors, settings.als_alpha) == (32, 2.0)
+
+
+def test_an_env_file_naming_no_setting_is_refused_with_the_name(tmp_path):
+    env_file = tmp_path / "tuned.env"
+    env_file.write_text("RECSYS_ALS_FACTOR=32\n")
+
+    with pytest.raises(SettingsError, match="RECSYS_ALS_FACTOR, which is not a setting"):
+        Settings.from_env({"RECSYS_ENV_FILE": str(env_file)})
+
+
+def test_a_missing_env_file_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match="RECSYS_ENV_FILE: no such file"):
+        Settings.from_env({"RECSYS_ENV_FILE": str(tmp_path / "absent.env")})
