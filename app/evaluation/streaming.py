@@ -34,9 +34,10 @@ import numpy as np
 
 from app import ranker, serving
 from app.datasets import Event
-from app.evaluation.offline import bootstrap_indices, hit_rate_at, ndcg_at
+from app.evaluation.offline import bootstrap_indices
 from app.ops.progress import Progress
 from app.popularity import Popularity, Trending
+from app.ranking_metrics import hit_rate_at, ndcg_at
 from app.retraining import RetrainPolicy, als_params
 from app.serving import CatalogueSnapshot, ServingRules, UserHistory
 from app.settings import Settings

@@ -13,12 +13,10 @@ from app.evaluation.offline import (
     bootstrap_ci,
     bootstrap_indices,
     held_out_count,
-    hit_rate_at,
-    ndcg_at,
-    recall_at,
     temporal_split,
     user_last_split,
 )
+from app.ranking_metrics import hit_rate_at, ndcg_at, recall_at
 from app.settings import Settings
 
 WEIGHT = Settings().weight  # view 0.5, click 1, purchase 2, return -2
