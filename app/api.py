@@ -272,6 +272,24 @@ def openapi_document(settings: Settings) -> Schema:
             "recovered": {"type": "boolean"},
             "redis": {"type": "boolean"},
             "model_version": MODEL_VERSION,
+            "last_check": {
+                "type": ["object", "null"],
+                "description": "the trainer's last check of a candidate model against the "
+                "serving one on held-out interactions (null before the first, or while Redis "
+                "is down)",
+                "required": ["version", "accepted", "candidate", "serving", "users", "pairs"],
+                "properties": {
+                    "version": {"type": "string"},
+                    "accepted": {"type": "boolean"},
+                    "candidate": {"type": "object"},
+                    "serving": {"type": "object"},
+                    "users": {"type": "integer"},
+                    "pairs": {"type": "integer"},
+                    "margin": {"type": "number"},
+                    "at": {"type": "number"},
+                },
+            },
+            "candidates_refused": {"type": "integer"},
         },
     }
     readiness = {

@@ -128,6 +128,16 @@ class Settings:
     als_iterations: int = 15
     als_threads: int = 1
     """Threads of a full fit in the trainer (0: all cores)."""
+    check_pairs: int = 2000
+    """Newest first interactions of a user with an item (that the serving model was not fitted
+    on) held out of a full fit, to score the candidate against the serving model before it
+    goes live (``app.model_check``; 0: publish every fit unchecked)."""
+    check_min_users: int = 100
+    """Fewest users with held-out interactions for the check; with fewer, too few to judge,
+    the fit is published unchecked (and the log says so)."""
+    check_margin: float = 0.1
+    """A candidate is refused when its held-out HR@10 or NDCG@10 is below the serving model's
+    by more than this share of it."""
     ann_min_items: int = 200_000
     """Catalogue size from which ranking searches an HNSW index instead of every item
     (docs/CANDIDATE_SEARCH.md); below it, ranking is exact. Also the number of users from
@@ -212,10 +222,11 @@ class Settings:
                 raise SettingsError(
                     f"RECSYS_{name.upper()}: must be at least {low:g}, got {getattr(self, name)}"
                 )
-        if not 0.0 <= self.content_weight <= 1.0:
-            raise SettingsError(
-                f"RECSYS_CONTENT_WEIGHT: must be within [0, 1], got {self.content_weight}"
-            )
+        for name in ("content_weight", "check_margin"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SettingsError(
+                    f"RECSYS_{name.upper()}: must be within [0, 1], got {getattr(self, name)}"
+                )
         if self.events_retention_ms < 0 and self.events_retention_ms != -1:
             raise SettingsError(
                 "RECSYS_EVENTS_RETENTION_MS: must be -1 (forever) or at least 0, "
@@ -306,6 +317,8 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "als_alpha": 0,
         "als_iterations": 1,
         "als_threads": 0,
+        "check_pairs": 0,
+        "check_min_users": 1,
         "ann_min_items": 1,
         "cache_size": 1,
         "cache_ttl": 1,

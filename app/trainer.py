@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import operator
 import os
@@ -30,15 +31,17 @@ import sys
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
+from scipy.sparse import csr_matrix
 
-from app import ranker
+from app import model_check, ranker
 from app.interactions import Interactions, RowsView, Snapshot
-from app.models import WEIGHT
+from app.models import COUNT, LAST_AT, WEIGHT
 from app.retraining import RetrainPolicy, als_params
 from app.settings import Settings
 from app.state_codec import decode_state
@@ -71,6 +74,11 @@ class Trainer:
         self.last_fit_at = time.monotonic()
         self.last_fold_at = 0.0
         self.fitting: asyncio.Task[None] | None = None
+        # (user, item) -> arrival number of the record that first brought the pair, for the
+        # check of a candidate (app.model_check): the newest check_pairs of them.
+        self.first_pairs: dict[tuple[str, str], int] = {}
+        self.arrivals = 0
+        self.arrivals_at_fit = 0  # the serving model has seen every pair up to this arrival
 
     @property
     def rows(self) -> RowsView:
@@ -96,6 +104,48 @@ class Trainer:
         if self.model is not None:
             for position in positions[~self._known_items()[positions]].tolist():
                 self.new_item_users[self.interactions.item_id(position)].add(user_id)
+        if self.settings.check_pairs:
+            self._note_first_pairs(user_id, entries, state.get("last_event_at", 0.0))
+
+    def _note_first_pairs(
+        self, user_id: str, entries: dict[str, list[float]], last_event_at: float
+    ) -> None:
+        """Remember the pairs the user's latest event made: items of theirs with one event,
+        at that event's second (a basket's items share it)."""
+        self.arrivals += 1
+        second = int(last_event_at)
+        for item_id, entry in entries.items():
+            if entry[COUNT] == 1 and entry[LAST_AT] >= second and entry[WEIGHT] > 0:
+                self.first_pairs[user_id, item_id] = self.arrivals
+        excess = len(self.first_pairs) - self.settings.check_pairs
+        if excess > 0:
+            for pair in list(itertools.islice(self.first_pairs, excess)):
+                del self.first_pairs[pair]
+
+    def caught_up(self) -> None:
+        """The changelog is read to its end: a resumed model may have been fitted on any of it."""
+        self.arrivals_at_fit = self.arrivals
+
+    def held_out(self) -> model_check.HeldOut | None:
+        """The pairs to check a candidate on: remembered ones the serving model has not seen,
+        or None when there is no serving model or too few users to judge."""
+        if self.model is None or not self.settings.check_pairs:
+            return None
+        pairs = (
+            pair for pair, arrival in self.first_pairs.items() if arrival > self.arrivals_at_fit
+        )
+        held = model_check.held_out(pairs, self._row_or_none)
+        if len(held.users) < self.settings.check_min_users:
+            log.info(
+                "candidate not checked: %d users with held-out pairs, fewer than %d",
+                len(held.users),
+                self.settings.check_min_users,
+            )
+            return None
+        return held
+
+    def _row_or_none(self, user_id: str) -> dict[str, float] | None:
+        return self.interactions.row(user_id) if user_id in self.interactions else None
 
     def _known_items(self) -> np.ndarray:
         """Item position -> whether the current model knows the item (extended lazily)."""
@@ -133,6 +183,8 @@ class Trainer:
         if snapshot is None:
             snapshot = self.interactions.snapshot()
         events = snapshot.events
+        arrivals = self.arrivals
+        held = self.held_out()
         params = als_params(self.settings)
         log.info("full fit (%s): %d users, %d events", reason, snapshot.users, events)
         started = time.monotonic()
@@ -148,15 +200,36 @@ class Trainer:
             )
 
         item_ids, matrix = await asyncio.to_thread(snapshot.to_csr)
-        user_ids = snapshot.row_user_ids() if self.settings.user_neighbours else None
+        row_users = snapshot.row_user_ids()
         del snapshot  # buffers replaced by a compaction meanwhile can go now
+        if held is not None:
+            matrix = await asyncio.to_thread(
+                model_check.without_pairs, matrix, row_users, item_ids, held.by_user()
+            )
         log.info("fit matrix: %d x %d, %d nonzeros", *matrix.shape, matrix.nnz)
-        model, user_factors = await asyncio.to_thread(
-            ranker.fit_matrix, item_ids, matrix, params, version, time.time(), progress
-        )
+        model, user_factors = await self.fit_matrix(item_ids, matrix, params, version, progress)
         seconds = time.monotonic() - started
         metrics = {"users": matrix.shape[0], "items": len(model.item_ids), "events": events}
         del matrix
+        if held is not None:
+            assert self.model is not None
+            verdict = await asyncio.to_thread(
+                model_check.compare, model, self.model, held, self.settings.check_margin
+            )
+            await self.models.record_check(version, verdict.as_dict())
+            self.events_at_fit = events
+            self.last_fit_at = time.monotonic()
+            if not verdict.accepted:
+                log.warning(
+                    "candidate %s refused, still serving %s: %s",
+                    version,
+                    self.model.version,
+                    verdict.describe(),
+                )
+                return
+            log.info("candidate %s checked: %s", version, verdict.describe())
+            metrics["check"] = verdict.as_dict()
+        user_ids = row_users if self.settings.user_neighbours else None
         users = (
             None
             if user_ids is None
@@ -166,6 +239,7 @@ class Trainer:
         await self._publish(model, {**metrics, "fit_seconds": round(seconds, 3)}, users)
         self.events_at_fit = events
         self.last_fit_at = time.monotonic()
+        self.arrivals_at_fit = arrivals
         # Records applied during the fit were matched against the previous model: match all
         # rows again against this one (from here on apply() matches against it).
         self.new_item_users.clear()
@@ -174,6 +248,20 @@ class Trainer:
             found = await asyncio.to_thread(self.interactions.snapshot().users_with, unknown)
             for item_id, users in found.items():
                 self.new_item_users[item_id].update(users)
+
+    async def fit_matrix(
+        self,
+        item_ids: tuple[str, ...],
+        matrix: csr_matrix,
+        params: ranker.AlsParams,
+        version: str,
+        progress: Callable[[int, float], None],
+    ) -> tuple[ranker.FactorModel, np.ndarray]:
+        """The full fit itself (:func:`ranker.fit_matrix`), in a thread; the one step a test's
+        trainer replaces to publish a deliberately bad candidate."""
+        return await asyncio.to_thread(
+            ranker.fit_matrix, item_ids, matrix, params, version, time.time(), progress
+        )
 
     async def _report_fit(self, version: str, iteration: int, iterations: int) -> None:
         try:
@@ -303,6 +391,7 @@ async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
             positions = [await consumer.position(tp) for tp in assigned]
             caught_up = all(pos >= ends[tp] for pos, tp in zip(positions, assigned, strict=True))
             if caught_up:
+                trainer.caught_up()
                 log.info(
                     "changelog read: %d users, %d pairs, %d events",
                     trainer.interactions.users,
@@ -319,7 +408,7 @@ async def _tail_changelog(trainer: Trainer, consumer: AIOKafkaConsumer) -> None:
                 await trainer.step()
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, trainer_class: type[Trainer] = Trainer) -> None:
     # SIGTERM (the worker stopping) unwinds through the finally below, releasing the lease.
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     stores = Stores.connect(settings)
@@ -331,7 +420,7 @@ async def run(settings: Settings) -> None:
             return
         await asyncio.sleep(LEASE_TTL_MS / 3000)
     log.info("trainer %s active", owner)
-    trainer = Trainer(settings, models, owner)
+    trainer = trainer_class(settings, models, owner)
     await trainer.resume_published()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -372,10 +461,10 @@ async def supervise() -> None:
         await asyncio.sleep(RESTART_DELAY)
 
 
-def main() -> None:
+def main(trainer_class: type[Trainer] = Trainer) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        asyncio.run(run(Settings.from_env()))
+        asyncio.run(run(Settings.from_env(), trainer_class))
     except LeaseLost as error:
         log.warning("%s; stopping", error)
     except asyncio.CancelledError:

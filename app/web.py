@@ -9,6 +9,7 @@ only: what a list holds is decided by ``app.serving``, through the refresher.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -322,6 +323,8 @@ class Metrics(ProductView):
     a key is set)."""
 
     async def get(self, request: web.Request) -> web.Response:
+        with contextlib.suppress(RedisError, OSError):  # the gauges keep their last values
+            metrics.export_check(*await self.product.stores.models.last_check())
         # In headers: aiohttp refuses a content_type argument that carries a charset.
         return self.bytes(
             prometheus_client.generate_latest(),
@@ -729,8 +732,10 @@ class Health(ProductView):
 
     async def get(self, request: web.Request) -> web.Response:
         recovered = self.recovered()
+        last_check, refused = None, 0
         try:
             redis_ok = await self.product.stores.lists.ping()
+            last_check, refused = await self.product.stores.models.last_check()
         except (RedisError, OSError):
             redis_ok = False
         body = {
@@ -738,5 +743,7 @@ class Health(ProductView):
             "recovered": recovered,
             "redis": redis_ok,
             "model_version": self.product.refresher.model_version,
+            "last_check": last_check,
+            "candidates_refused": refused,
         }
         return self.json(body, status=200 if body["status"] == "ready" else 503)

@@ -180,3 +180,24 @@ def running_worker(
         yield worker
     finally:
         worker.stop()
+
+
+@contextmanager
+def running_trainer(
+    env: dict[str, str], log_path: Path, module: str = "app.trainer"
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A trainer process beside a worker started with ``RECSYS_RUN_TRAINER=false`` (``module``:
+    another trainer, such as ``harness.bad_trainer``), stopped after the block."""
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_TIMEOUT)

@@ -57,6 +57,25 @@ cache_requests = Counter(
     "GET /recommend answered from Redis (hit) or computed (miss).",
     ["result"],
 )
+check_score = Gauge(
+    "recsys_model_check_score",
+    "The trainer's last check of a candidate: its held-out score and the serving model's.",
+    ["model", "metric"],
+)
+candidates_refused = Gauge(
+    "recsys_model_candidates_refused", "Candidate models the check kept from going live."
+)
+
+
+def export_check(check: dict | None, refused: int) -> None:
+    """Set the check gauges from :meth:`app.stores.model.ModelStore.last_check`."""
+    candidates_refused.set(refused)
+    if check is not None:
+        for model in ("candidate", "serving"):
+            for metric, value in check[model].items():
+                check_score.labels(model, metric).set(value)
+
+
 live_hits = Counter(
     "recsys_live_hits", "Positive events whose item was in the user's cached top 10 before it."
 )

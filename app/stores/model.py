@@ -286,6 +286,21 @@ class ModelStore:
         raw = await self.redis.get(self._key("fitting"))
         return None if raw is None else orjson.loads(raw)
 
+    async def record_check(self, version: str, verdict: dict[str, Any]) -> None:
+        """The check of the candidate ``version`` against the serving model
+        (:class:`app.model_check.Verdict`), and one more refusal when it was refused."""
+        record = {"version": version, "at": time.time(), **verdict}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("check"), orjson.dumps(record))
+            if not verdict["accepted"]:
+                pipe.incr(self._key("refused"))
+            await pipe.execute()
+
+    async def last_check(self) -> tuple[dict[str, Any] | None, int]:
+        """The last check recorded (None before the first) and how many candidates were refused."""
+        check, refused = await self.redis.mget(self._key("check"), self._key("refused"))
+        return (None if check is None else orjson.loads(check)), int(refused or 0)
+
     async def current_version(self) -> str | None:
         version = await self.redis.get(self._key("current"))
         return None if version is None else version.decode()

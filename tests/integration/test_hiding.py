@@ -56,4 +56,4 @@ async def test_a_hide_survives_a_restart_and_a_replay(tmp_path, http):
             found = await hidden_and_listed(http, worker.url, "hider")
             return found if found and set(POPULAR) - {"hot0"} <= set(found[1]) else None
 
-        assert await eventually(replayed, within=30, interval=0.2) == (["hot0"], listed)
+        assert await eventually(replayed, within=60, interval=0.2) == (["hot0"], listed)

@@ -15,6 +15,7 @@ from app.models import UserAction, UserState, empty_state
 from app.settings import Settings
 from app.stores.model import decode_user_factors
 from app.trainer import Trainer
+from harness.fakes import FakeModels
 
 WEIGHTS = (1.0, 0.5, 2.0, 3.0, -1.0, 0.0)  # float32-exact, zero and negative included
 
@@ -227,42 +228,6 @@ def test_the_trainer_applying_changelog_records_holds_what_a_dict_reference_hold
     assert trainer.events == sum(reference_counts.values())
     assert len(trainer.rows) == len(reference_rows)
     assert any(0.0 in row.values() for row in reference_rows.values()), "returns zero rows"
-
-
-class FakeModels:
-    """The part of ModelStore the trainer uses, in memory."""
-
-    def __init__(self, deltas_accepted: bool = True) -> None:
-        self.published: list[str] = []
-        self.user_factors: dict[str, bytes | None] = {}
-        self.sequence = 0
-        self.deltas_accepted = deltas_accepted
-
-    async def next_version(self) -> str:
-        self.sequence += 1
-        return f"{self.sequence}-test"
-
-    async def report_fit(self, version: str, iteration: int, iterations: int) -> None:
-        pass
-
-    async def hold_lease(self, owner: str, ttl_ms: int) -> bool:
-        return True
-
-    async def next_delta_version(self, snapshot: str, delta: int) -> str:
-        self.sequence += 1
-        return f"{self.sequence}-test+{snapshot}.{delta}"
-
-    async def publish(self, version: str, blob: bytes, users: bytes | None = None) -> None:
-        self.published.append(version)
-        self.user_factors[version] = users
-
-    async def publish_delta(self, snapshot: str, delta: int, version: str, blob: bytes) -> bool:
-        if self.deltas_accepted:
-            self.published.append(version)
-        return self.deltas_accepted
-
-    async def take_retrain_request(self) -> bool:
-        return False
 
 
 def row_value(items: dict[str, float]) -> bytes:

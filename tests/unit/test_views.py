@@ -133,6 +133,8 @@ async def test_health_while_redis_is_unreachable_is_503_with_redis_false(client)
         "recovered": False,
         "redis": False,
         "model_version": None,
+        "last_check": None,
+        "candidates_refused": 0,
     }
 
 

@@ -1,0 +1,181 @@
+"""The check a candidate model passes before it goes live (app.model_check), and the trainer
+holding out the newest first interactions for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import csr_matrix
+
+from app import model_check, ranker
+from app.model_check import HeldOut, Verdict
+from app.models import UserAction, UserState, empty_state
+from app.settings import Settings
+from app.trainer import Trainer
+from harness.bad_trainer import RandomFactorsTrainer
+from harness.fakes import FakeModels
+
+PARAMS = ranker.AlsParams(factors=8, regularization=0.05, alpha=1.0, iterations=10, threads=1)
+
+
+def taste_rows(users: int = 120, seed: int = 3) -> dict[str, dict[str, float]]:
+    """Two groups of users, each buying five of its own ten items."""
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for user in range(users):
+        group = user % 2
+        items = rng.choice(10, size=5, replace=False)
+        rows[f"u{user}"] = {f"g{group}-{item}": 1.0 for item in items}
+    return rows
+
+
+def test_held_out_rows_leave_out_the_held_items_and_users_left_with_nothing():
+    rows = {"a": {"x": 1.0, "y": 2.0}, "b": {"x": 1.0}, "c": {"x": 0.0, "y": 1.0}}
+    pairs = [("a", "x"), ("b", "x"), ("c", "x"), ("gone", "x")]
+
+    held = model_check.held_out(pairs, rows.get)
+
+    assert held.users == ["a"]  # b has nothing else; c's x no longer weighs; gone is gone
+    assert held.rows == [{"y": 2.0}]
+    assert held.relevant == [frozenset({"x"})]
+
+
+def test_without_pairs_removes_exactly_the_held_entries():
+    matrix = csr_matrix(np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 4.0]], dtype=np.float32))
+
+    pruned = model_check.without_pairs(
+        matrix, ["a", "b"], ("x", "y", "z"), {"a": frozenset({"y"}), "b": frozenset({"x", "q"})}
+    )
+
+    assert pruned.toarray().tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 4.0]]
+    assert pruned.nnz == 2
+
+
+@pytest.mark.parametrize(
+    ("candidate", "accepted"),
+    [(0.19, True), (0.189, False), (0.5, True)],
+)
+def test_a_candidate_is_refused_only_below_the_serving_score_by_more_than_the_margin(
+    candidate, accepted
+):
+    verdict = Verdict(
+        {"HR@10": 0.5, "NDCG@10": candidate},
+        {"HR@10": 0.5, "NDCG@10": 0.2},
+        users=60,
+        pairs=90,
+        margin=0.05,
+    )
+
+    assert verdict.accepted is accepted
+
+
+def held_from(rows: dict[str, dict[str, float]]) -> HeldOut:
+    """Each user's first item held out."""
+    return model_check.held_out(((user, next(iter(row))) for user, row in rows.items()), rows.get)
+
+
+def test_a_model_with_random_factors_is_refused_against_a_fitted_one():
+    rows = taste_rows()
+    held = held_from(rows)
+    training = [held.rows[held.users.index(user)] for user in rows]
+    fitted = ranker.fit(training, PARAMS, "fitted", 0.0)
+    noise = np.random.default_rng(1).normal(size=fitted.item_factors.shape)
+    random = ranker.model_from_factors(
+        "random", 0.0, fitted.item_ids, noise, fitted.user_gram, PARAMS
+    )
+
+    verdict = model_check.compare(random, fitted, held, margin=0.05)
+
+    assert verdict.serving["HR@10"] > 0.8
+    assert verdict.candidate["HR@10"] < verdict.serving["HR@10"] * 0.95
+    assert not verdict.accepted
+    assert model_check.compare(fitted, fitted, held, margin=0.0).accepted
+
+
+def state_bytes(states: dict[str, UserState], user: str, item: str, at: float) -> bytes:
+    action = UserAction(user_id=user, item_id=item, action="purchase", timestamp=at)
+    states[user] = states.get(user, empty_state()).with_action(action, 2.0, int(at), None)
+    return states[user].dumps()
+
+
+def test_the_trainer_remembers_the_newest_first_interactions_up_to_its_cap():
+    trainer = Trainer(Settings(check_pairs=3), FakeModels(), "test")  # type: ignore[arg-type]
+    states: dict[str, UserState] = {}
+    for at, (user, item) in enumerate(
+        [("a", "x"), ("a", "x"), ("a", "y"), ("b", "x"), ("b", "z"), ("c", "q")], start=100
+    ):
+        trainer.apply(user.encode(), state_bytes(states, user, item, float(at)))
+
+    assert list(trainer.first_pairs) == [("b", "x"), ("b", "z"), ("c", "q")]
+    assert ("a", "x") not in trainer.first_pairs  # its second event is not a first one
+
+
+def next_purchases(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """One more item of each user's own group that they have not bought yet."""
+    more = {}
+    for user, row in rows.items():
+        group = int(user[1:]) % 2
+        item = next(f"g{group}-{i}" for i in range(10) if f"g{group}-{i}" not in row)
+        more[user] = {item: 1.0}
+    return more
+
+
+async def fit_on(
+    trainer: Trainer, states: dict[str, UserState], rows: dict[str, dict[str, float]], at: float
+) -> None:
+    """Apply each user's items as purchase records, one a second, then fit."""
+    for user, row in rows.items():
+        for item in row:
+            trainer.apply(user.encode(), state_bytes(states, user, item, at))
+            at += 1
+    await trainer.fit_and_publish("test")
+
+
+CHECKED = Settings(als_factors=8, als_iterations=10, check_min_users=20, check_pairs=500)
+
+
+async def test_the_trainer_checks_a_fit_against_the_serving_model_and_publishes_a_good_one():
+    models = FakeModels()
+    trainer = Trainer(CHECKED, models, "test")  # type: ignore[arg-type]
+    states: dict[str, UserState] = {}
+    rows = taste_rows()
+    await fit_on(trainer, states, rows, 1_000.0)
+    assert models.published == ["1-test"] and models.checks == []  # nothing to check against
+
+    await fit_on(trainer, states, next_purchases(rows), 5_000.0)
+
+    ((version, verdict),) = models.checks
+    assert version == "2-test" and verdict["accepted"]
+    assert (verdict["users"], verdict["pairs"]) == (len(rows), len(rows))
+    assert models.published == ["1-test", "2-test"]
+
+
+async def test_the_trainer_keeps_serving_its_model_when_the_candidate_is_refused():
+    models = FakeModels()
+    trainer = RandomFactorsTrainer(CHECKED, models, "test")  # type: ignore[arg-type]
+    states: dict[str, UserState] = {}
+    rows = taste_rows()
+    await fit_on(trainer, states, rows, 1_000.0)
+    serving = trainer.model
+
+    await fit_on(trainer, states, next_purchases(rows), 5_000.0)
+
+    ((version, verdict),) = models.checks
+    assert version == "2-test" and not verdict["accepted"]
+    assert models.published == ["1-test"]
+    assert trainer.model is serving
+    assert trainer.events_at_fit == trainer.events  # no refit at once for the same growth
+
+
+async def test_a_resumed_model_is_not_checked_on_the_records_read_while_catching_up():
+    trainer = Trainer(CHECKED, FakeModels(), "test")  # type: ignore[arg-type]
+    states: dict[str, UserState] = {}
+    rows = taste_rows()
+    await fit_on(trainer, states, rows, 1_000.0)
+    for user, row in next_purchases(rows).items():  # read again after a restart, say
+        trainer.apply(user.encode(), state_bytes(states, user, next(iter(row)), 5_000.0))
+    assert trainer.held_out() is not None
+
+    trainer.caught_up()
+
+    assert trainer.held_out() is None
