@@ -194,6 +194,8 @@ def _errors(*statuses: int) -> dict[str, Schema]:
         401: "the API key is missing or wrong",
         404: "nothing is known under this id, or no such path",
         408: "the body did not arrive in time",
+        409: "the request conflicts with the state: what it needs is not there; the message "
+        "says what",
         413: "the body is larger than RECSYS_MAX_BODY_BYTES",
         503: "Kafka or Redis is unavailable, or no worker holds this user now; retry after the "
         "Retry-After header's seconds",
@@ -610,6 +612,26 @@ def openapi_document(settings: Settings) -> Schema:
                         "the fit is requested",
                     ),
                     **_errors(401, 503),
+                },
+            }
+        },
+        "/admin/rollback": {
+            "post": {
+                "summary": "Serve the model published before the current one again; every "
+                "worker switches within a second",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["rolled_back", "model_version"],
+                            "properties": {
+                                "rolled_back": {"const": True},
+                                "model_version": {"type": "string"},
+                            },
+                        },
+                        "the earlier model is current",
+                    ),
+                    **_errors(401, 409, 503),
                 },
             }
         },

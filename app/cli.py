@@ -69,6 +69,7 @@ The product's commands:
   load-items      post a catalogue file (titles, categories) to a running worker
   play            replay the demo history through a running worker at a chosen rate
   retrain         ask for a full fit now and follow it
+  rollback        serve the model published before the current one again
   replay          rebuild every derived state from the raw log
   catch-up        follow the workers re-applying the log after a replay
   dump            write model, catalogue, users and popularity to a folder
@@ -136,6 +137,19 @@ async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
                     return
             await asyncio.sleep(RETRAIN_POLL_SECONDS)
     raise SystemExit(f"no new model within {max_wait:.0f} s: is a worker (with its trainer) up?")
+
+
+@command()
+async def rollback(self: ProductCommand) -> None:
+    """Serve the model published before the current one again (what POST /admin/rollback
+    does); the workers switch within a second and the trainer continues from it."""
+    try:
+        version = await self.product.stores.models.roll_back()
+    except RedisError as error:
+        raise SystemExit(f"rollback failed: {error}") from None
+    if version is None:
+        raise SystemExit("no earlier model is kept to roll back to")
+    self.say(f"model {version} is current again")
 
 
 async def post_all(

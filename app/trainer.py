@@ -240,14 +240,29 @@ class Trainer:
         self.events_at_fit = events
         self.last_fit_at = time.monotonic()
         self.arrivals_at_fit = arrivals
-        # Records applied during the fit were matched against the previous model: match all
-        # rows again against this one (from here on apply() matches against it).
+        # Records applied during the fit were matched against the previous model.
+        await self._match_new_items()
+
+    async def _match_new_items(self) -> None:
+        """Find every row's items the model does not know, for the next new-item fold (from
+        here on apply() matches each record against the model)."""
         self.new_item_users.clear()
         unknown = ~self._known_items()
         if unknown.any():
             found = await asyncio.to_thread(self.interactions.snapshot().users_with, unknown)
             for item_id, users in found.items():
                 self.new_item_users[item_id].update(users)
+
+    async def follow_published(self) -> None:
+        """Continue from a model made current by somebody else (a rollback). It counts as a fit
+        for the schedule, so the model rolled away from is not refitted at once; which pairs it
+        saw is unknown, so the next check holds out only what comes from now on."""
+        await self.resume_published()
+        self.events_at_fit = self.events
+        self.last_fit_at = time.monotonic()
+        self.caught_up()
+        if self.model is not None:
+            await self._match_new_items()
 
     async def fit_matrix(
         self,
@@ -343,6 +358,12 @@ class Trainer:
                 return
             fitting, self.fitting = self.fitting, None
             fitting.result()
+        if self.snapshot is not None:
+            published = await self.models.snapshot_version()
+            if published is not None and published != self.snapshot:
+                log.warning("%s was made current (a rollback?): continuing from it", published)
+                await self.follow_published()
+                return
         reason = self.fit_due(await self.models.take_retrain_request())
         if reason is not None:
             # The snapshot is taken now: the task starts only after records applied meanwhile.

@@ -24,7 +24,7 @@ from aiohttp.web import StreamResponse  # what view.error returns; faust.web.Res
 from aiokafka.errors import KafkaError
 from faust import web
 from faust.types import TopicT
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 from yarl import URL
 
@@ -698,6 +698,22 @@ class Retrain(ProductView):
             {"requested": True, "model_version": self.product.refresher.model_version},
             status=202,
         )
+
+
+@route("/admin/rollback")
+class Rollback(ProductView):
+    """``POST /admin/rollback``: serve the model published before the current one again."""
+
+    async def post(self, request: web.Request) -> web.Response:
+        try:
+            version = await self.product.stores.models.roll_back()
+        except WatchError:
+            return self.error(409, "the published model changed during the rollback; try again")
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        if version is None:
+            return self.error(409, "no earlier model is kept to roll back to")
+        return self.json({"rolled_back": True, "model_version": version})
 
 
 @route("/livez")

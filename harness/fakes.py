@@ -29,6 +29,10 @@ class FakeModels:
         self.sequence += 1
         return f"{self.sequence}-test+{snapshot}.{delta}"
 
+    async def snapshot_version(self) -> str | None:
+        snapshots = [version for version in self.published if "+" not in version]
+        return snapshots[-1] if snapshots else None
+
     async def publish(self, version: str, blob: bytes, users: bytes | None = None) -> None:
         self.published.append(version)
         self.user_factors[version] = users

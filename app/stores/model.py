@@ -146,12 +146,18 @@ def decode_user_factors(blob: bytes) -> tuple[list[str], np.ndarray]:
         return orjson.loads(arrays["user_ids"].tobytes()), arrays["factors"]
 
 
+def delta_meta(blob: bytes) -> dict[str, Any]:
+    """The metadata of :func:`encode_delta`'s bytes: its version, time, metrics and item ids."""
+    with np.load(io.BytesIO(blob)) as arrays:
+        return orjson.loads(arrays["meta"].tobytes())
+
+
 def apply_delta(
     model: ranker.FactorModel, blob: bytes
 ) -> tuple[ranker.FactorModel, dict[str, Any]]:
     """The model plus :func:`encode_delta`'s items (:func:`app.ranker.with_items`)."""
+    meta = delta_meta(blob)
     with np.load(io.BytesIO(blob)) as arrays:
-        meta = orjson.loads(arrays["meta"].tobytes())
         factors = arrays["item_factors"]
     model = ranker.with_items(model, meta["item_ids"], factors, meta["version"], meta["trained_at"])
     return model, meta
@@ -236,6 +242,32 @@ class ModelStore:
         step; False (nothing written) unless ``snapshot`` is current and has ``delta - 1``."""
         keys = [self._key("snapshot"), self.keys.model_deltas(snapshot), self._key("current")]
         return bool(await self._delta(keys=keys, args=[snapshot, delta, version, blob]))
+
+    async def roll_back(self) -> str | None:
+        """Serve the snapshot published before the current one again, with its deltas, and
+        drop the current one (blob, deltas, user factors), so a second rollback goes further
+        back. Returns the version now current, or None (nothing changed) when no earlier
+        snapshot is kept. Workers switch at their next look at ``current``; so does the trainer.
+        """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(self._key("snapshot"), self._key("versions"))
+            snapshot = await pipe.get(self._key("snapshot"))
+            kept = [version.decode() for version in await pipe.lrange(self._key("versions"), 0, -1)]
+            current = None if snapshot is None else snapshot.decode()
+            if current not in kept or kept.index(current) + 1 == len(kept):
+                return None
+            previous = kept[kept.index(current) + 1]
+            last_delta = await pipe.lindex(self.keys.model_deltas(previous), -1)
+            version = previous if last_delta is None else delta_meta(last_delta)["version"]
+            pipe.multi()
+            pipe.set(self._key("snapshot"), previous)
+            pipe.set(self._key("current"), version)
+            pipe.lrem(self._key("versions"), 0, current)
+            pipe.delete(
+                self._key(current), self.keys.model_deltas(current), self.keys.model_users(current)
+            )
+            await pipe.execute()
+        return version
 
     async def snapshot_version(self) -> str | None:
         """The current snapshot's version (the last full fit's)."""

@@ -28,7 +28,12 @@ def keyed_worker(tmp_path_factory) -> WorkerProcess:
 
 @pytest.mark.parametrize(
     ("path", "body"),
-    [("/events", EVENT), ("/items", {"item_id": "i1"}), ("/admin/retrain", {})],
+    [
+        ("/events", EVENT),
+        ("/items", {"item_id": "i1"}),
+        ("/admin/retrain", {}),
+        ("/admin/rollback", {}),
+    ],
 )
 async def test_writes_and_admin_endpoints_without_the_key_get_401_and_write_nothing(
     keyed_worker, http, path, body

@@ -141,3 +141,25 @@ async def test_the_snapshot_metadata_stays_readable_while_deltas_are_current(sto
     await publish_delta(store, model.version, 1, "d1")
     assert await store.snapshot_version() == model.version
     assert await store.load(model.version) is not None
+
+
+async def test_a_rollback_serves_the_last_snapshot_with_its_deltas_and_drops_the_current(store):
+    first = (await publish_snapshot(store)).version
+    folded = await publish_delta(store, first, 1, "d")
+    second = (await publish_snapshot(store)).version
+
+    assert await store.roll_back() == folded
+
+    assert (await store.snapshot_version(), await store.current_version()) == (first, folded)
+    published = await store.sync(None, CountingOffload())
+    assert (published.version, published.deltas) == (folded, 1)
+    assert await store.load(second) is None and await store.load_user_factors(second) is None
+
+
+async def test_rollbacks_go_back_one_snapshot_each_until_none_is_kept(store):
+    versions = [(await publish_snapshot(store)).version for _ in range(KEPT_VERSIONS)]
+
+    rolled = [await store.roll_back() for _ in range(KEPT_VERSIONS)]
+
+    assert rolled == [*reversed(versions[:-1]), None]
+    assert await store.current_version() == versions[0]
