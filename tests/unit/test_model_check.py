@@ -134,15 +134,23 @@ async def fit_on(
 CHECKED = Settings(als_factors=8, als_iterations=10, check_min_users=20, check_pairs=500)
 
 
-async def test_the_trainer_checks_a_fit_against_the_serving_model_and_publishes_a_good_one():
-    models = FakeModels()
-    trainer = Trainer(CHECKED, models, "test")  # type: ignore[arg-type]
+async def two_fits(trainer_class: type[Trainer]) -> tuple[Trainer, ranker.FactorModel | None]:
+    """A trainer fitted on the taste rows, then on one more purchase of each user; returns it
+    and the model it served after the first fit."""
+    trainer = trainer_class(CHECKED, FakeModels(), "test")  # type: ignore[arg-type]
     states: dict[str, UserState] = {}
     rows = taste_rows()
     await fit_on(trainer, states, rows, 1_000.0)
-    assert models.published == ["1-test"] and models.checks == []  # nothing to check against
-
+    assert trainer.models.published == ["1-test"] and trainer.models.checks == []  # no model yet
+    first = trainer.model
     await fit_on(trainer, states, next_purchases(rows), 5_000.0)
+    return trainer, first
+
+
+async def test_the_trainer_checks_a_fit_against_the_serving_model_and_publishes_a_good_one():
+    trainer, _ = await two_fits(Trainer)
+    models = trainer.models
+    rows = taste_rows()
 
     ((version, verdict),) = models.checks
     assert version == "2-test" and verdict["accepted"]
@@ -151,14 +159,8 @@ async def test_the_trainer_checks_a_fit_against_the_serving_model_and_publishes_
 
 
 async def test_the_trainer_keeps_serving_its_model_when_the_candidate_is_refused():
-    models = FakeModels()
-    trainer = RandomFactorsTrainer(CHECKED, models, "test")  # type: ignore[arg-type]
-    states: dict[str, UserState] = {}
-    rows = taste_rows()
-    await fit_on(trainer, states, rows, 1_000.0)
-    serving = trainer.model
-
-    await fit_on(trainer, states, next_purchases(rows), 5_000.0)
+    trainer, serving = await two_fits(RandomFactorsTrainer)
+    models = trainer.models
 
     ((version, verdict),) = models.checks
     assert version == "2-test" and not verdict["accepted"]

@@ -49,14 +49,14 @@ def test_a_current_setting_outside_the_space_is_tried_beside_all_of_it():
     assert len(list(tuning.candidates(outside, SPACE, seed=3))) == SPACE.size + 1
 
 
+def search(budget: tuning.Budget, metric: str = "NDCG@10", **clock) -> list[tuning.Trial]:
+    """The search over SPACE from CURRENT on the shop's task."""
+    points = tuning.candidates(CURRENT, SPACE, 0)
+    return tuning.search(task(), points, budget, metric, Progress.silent(), **clock)
+
+
 def test_the_search_fits_no_more_trials_than_its_budget():
-    trials = tuning.search(
-        task(),
-        tuning.candidates(CURRENT, SPACE, 0),
-        tuning.Budget(3, 60),
-        "NDCG@10",
-        Progress.silent(),
-    )
+    trials = search(tuning.Budget(3, 60))
 
     assert len(trials) == 3
 
@@ -64,26 +64,13 @@ def test_the_search_fits_no_more_trials_than_its_budget():
 def test_no_trial_starts_after_the_time_budget_but_the_first_always_runs():
     ticks = itertools.count(step=10.0)  # each reading of the clock is 10 s later
 
-    trials = tuning.search(
-        task(),
-        tuning.candidates(CURRENT, SPACE, 0),
-        tuning.Budget(10, 5.0),
-        "NDCG@10",
-        Progress.silent(),
-        clock=lambda: next(ticks),
-    )
+    trials = search(tuning.Budget(10, 5.0), clock=lambda: next(ticks))
 
     assert [trial.params for trial in trials] == [CURRENT]
 
 
 def test_trials_come_best_first_by_the_chosen_metric():
-    trials = tuning.search(
-        task(),
-        tuning.candidates(CURRENT, SPACE, 0),
-        tuning.Budget(10, 60),
-        "HR@10",
-        Progress.silent(),
-    )
+    trials = search(tuning.Budget(10, 60), "HR@10")
     scores = [trial.scores["HR@10"] for trial in trials]
 
     assert len(trials) == SPACE.size
