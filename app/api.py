@@ -292,6 +292,11 @@ def openapi_document(settings: Settings) -> Schema:
                 },
             },
             "candidates_refused": {"type": "integer"},
+            "last_rollback": {
+                "type": ["object", "null"],
+                "description": "the trainer's last automatic rollback: the version rolled back, "
+                "the one now served, and both models' live HR@10 and trials",
+            },
         },
     }
     readiness = {

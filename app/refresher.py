@@ -198,6 +198,13 @@ class ListRefresher:
             if users:
                 await self.refresh(users)
             await self._delete_erased_lists()
+            live = self.live.take_by_model()
+            if live:
+                try:
+                    await self.stores.models.add_live_trials(live)
+                except Exception:
+                    self.live.put_back(live)
+                    raise
         except Exception:
             for user_id, received_at in since.items():
                 self._since.setdefault(user_id, received_at)
@@ -323,7 +330,9 @@ class ListRefresher:
             metrics.fold_in_seconds.observe(time.perf_counter() - started)
             metrics.fold_in_batch_users.observe(len(lists))
             for user_id, entry in lists.items():
-                self.live.written(user_id, (item for item, _ in entry["items"][: metrics.TOP_K]))
+                ranked_by = entry["model_version"] if entry["source"] == "personal" else None
+                top = (item for item, _ in entry["items"][: metrics.TOP_K])
+                self.live.written(user_id, top, ranked_by)
             return lists
 
     async def trending(self, half_life: float | None = None, depth: int | None = None) -> Trending:

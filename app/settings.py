@@ -138,6 +138,13 @@ class Settings:
     check_margin: float = 0.1
     """A candidate is refused when its held-out HR@10 or NDCG@10 is below the serving model's
     by more than this share of it."""
+    rollback_min_trials: int = 500
+    """Live test-then-learn trials (positive events of users whose top 10 a model ranked) the
+    newest model and the one before each need before the trainer compares them (0: never roll
+    back automatically)."""
+    rollback_margin: float = 0.2
+    """The trainer rolls the newest model back when its live HR@10 is below the previous
+    model's by more than this share of it."""
     ann_min_items: int = 200_000
     """Catalogue size from which ranking searches an HNSW index instead of every item
     (docs/CANDIDATE_SEARCH.md); below it, ranking is exact. Also the number of users from
@@ -222,7 +229,7 @@ class Settings:
                 raise SettingsError(
                     f"RECSYS_{name.upper()}: must be at least {low:g}, got {getattr(self, name)}"
                 )
-        for name in ("content_weight", "check_margin"):
+        for name in ("content_weight", "check_margin", "rollback_margin"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingsError(
                     f"RECSYS_{name.upper()}: must be within [0, 1], got {getattr(self, name)}"
@@ -319,6 +326,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "als_threads": 0,
         "check_pairs": 0,
         "check_min_users": 1,
+        "rollback_min_trials": 0,
         "ann_min_items": 1,
         "cache_size": 1,
         "cache_ttl": 1,

@@ -79,6 +79,7 @@ class Trainer:
         self.first_pairs: dict[tuple[str, str], int] = {}
         self.arrivals = 0
         self.arrivals_at_fit = 0  # the serving model has seen every pair up to this arrival
+        self.on_trial = False  # the serving model is a fit of this trainer's, compared live
 
     @property
     def rows(self) -> RowsView:
@@ -240,6 +241,7 @@ class Trainer:
         self.events_at_fit = events
         self.last_fit_at = time.monotonic()
         self.arrivals_at_fit = arrivals
+        self.on_trial = True
         # Records applied during the fit were matched against the previous model.
         await self._match_new_items()
 
@@ -260,6 +262,7 @@ class Trainer:
         await self.resume_published()
         self.events_at_fit = self.events
         self.last_fit_at = time.monotonic()
+        self.on_trial = False  # a model rolled back to is not rolled back again automatically
         self.caught_up()
         if self.model is not None:
             await self._match_new_items()
@@ -277,6 +280,47 @@ class Trainer:
         return await asyncio.to_thread(
             ranker.fit_matrix, item_ids, matrix, params, version, time.time(), progress
         )
+
+    async def roll_back_if_worse(self) -> bool:
+        """Roll the newest model back when the workers' live HR@10 of its lists is below the
+        previous model's by more than ``rollback_margin`` of it, both over at least
+        ``rollback_min_trials`` trials; whether it did."""
+        minimum = self.settings.rollback_min_trials
+        if not minimum:
+            return False
+        kept = await self.models.kept_snapshots()
+        if len(kept) < 2 or kept[0] != self.snapshot:
+            return False
+        trials, hits = await self.models.live_counts(kept[0])
+        before_trials, before_hits = await self.models.live_counts(kept[1])
+        if trials < minimum or before_trials < minimum:
+            return False
+        rate, before = hits / trials, before_hits / before_trials
+        if rate >= before * (1 - self.settings.rollback_margin):
+            return False
+        version = await self.models.roll_back()
+        if version is None:
+            return False
+        why = {
+            "rolled_back": kept[0],
+            "to": version,
+            "live_hit_rate": round(rate, 4),
+            "trials": trials,
+            "previous_live_hit_rate": round(before, 4),
+            "previous_trials": before_trials,
+        }
+        await self.models.record_rollback(why)
+        log.warning(
+            "rolled %s back to %s: live HR@10 %.4f over %d trials against %.4f over %d",
+            kept[0],
+            version,
+            rate,
+            trials,
+            before,
+            before_trials,
+        )
+        await self.follow_published()
+        return True
 
     async def _report_fit(self, version: str, iteration: int, iterations: int) -> None:
         try:
@@ -364,6 +408,8 @@ class Trainer:
                 log.warning("%s was made current (a rollback?): continuing from it", published)
                 await self.follow_published()
                 return
+        if self.on_trial and await self.roll_back_if_worse():
+            return
         reason = self.fit_due(await self.models.take_retrain_request())
         if reason is not None:
             # The snapshot is taken now: the task starts only after records applied meanwhile.

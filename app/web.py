@@ -748,10 +748,11 @@ class Health(ProductView):
 
     async def get(self, request: web.Request) -> web.Response:
         recovered = self.recovered()
-        last_check, refused = None, 0
+        last_check, refused, last_rollback = None, 0, None
         try:
             redis_ok = await self.product.stores.lists.ping()
             last_check, refused = await self.product.stores.models.last_check()
+            last_rollback = await self.product.stores.models.last_rollback()
         except (RedisError, OSError):
             redis_ok = False
         body = {
@@ -761,5 +762,6 @@ class Health(ProductView):
             "model_version": self.product.refresher.model_version,
             "last_check": last_check,
             "candidates_refused": refused,
+            "last_rollback": last_rollback,
         }
         return self.json(body, status=200 if body["status"] == "ready" else 503)

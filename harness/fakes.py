@@ -30,8 +30,14 @@ class FakeModels:
         return f"{self.sequence}-test+{snapshot}.{delta}"
 
     async def snapshot_version(self) -> str | None:
-        snapshots = [version for version in self.published if "+" not in version]
-        return snapshots[-1] if snapshots else None
+        snapshots = await self.kept_snapshots()
+        return snapshots[0] if snapshots else None
+
+    async def kept_snapshots(self) -> list[str]:
+        return [version for version in reversed(self.published) if "+" not in version]
+
+    async def live_counts(self, snapshot: str) -> tuple[int, int]:
+        return 0, 0  # no worker tests lists here
 
     async def publish(self, version: str, blob: bytes, users: bytes | None = None) -> None:
         self.published.append(version)

@@ -101,13 +101,15 @@ class LiveHitRate:
 
     def __init__(self, max_users: int = 100_000) -> None:
         self.max_users = max_users
-        self._top: OrderedDict[str, frozenset[str]] = OrderedDict()
+        self._top: OrderedDict[str, tuple[frozenset[str], str | None]] = OrderedDict()
         self._window: deque[bool] = deque()
         self._window_hits = 0
+        self._by_model: dict[str, list[int]] = {}  # model version -> [trials, hits], unflushed
 
-    def written(self, user_id: str, items: Iterable[str]) -> None:
-        """Remember the top 10 of a list just written for this user."""
-        self._top[user_id] = frozenset(items)
+    def written(self, user_id: str, items: Iterable[str], model_version: str | None) -> None:
+        """Remember the top 10 of a list just written for this user, and the model version it
+        came from (None when no model ranked it: popular or content lists)."""
+        self._top[user_id] = (frozenset(items), model_version)
         self._top.move_to_end(user_id)
         if len(self._top) > self.max_users:
             self._top.popitem(last=False)
@@ -118,10 +120,15 @@ class LiveHitRate:
 
     def test(self, user_id: str, item_id: str) -> None:
         """Score one positive event against the user's last written top 10, if there is one."""
-        top = self._top.get(user_id)
-        if top is None:
+        written = self._top.get(user_id)
+        if written is None:
             return
+        top, model_version = written
         hit = item_id in top
+        if model_version is not None:
+            counts = self._by_model.setdefault(model_version, [0, 0])
+            counts[0] += 1
+            counts[1] += hit
         live_trials.inc()
         if hit:
             live_hits.inc()
@@ -130,6 +137,19 @@ class LiveHitRate:
         if len(self._window) > LIVE_WINDOW:
             self._window_hits -= self._window.popleft()
         live_hit_ratio.set(self.rate)
+
+    def take_by_model(self) -> dict[str, list[int]]:
+        """The trials and hits per model version since the last call, for the deployment-wide
+        counts (:meth:`app.stores.model.ModelStore.add_live_trials`)."""
+        taken, self._by_model = self._by_model, {}
+        return taken
+
+    def put_back(self, counts: Mapping[str, list[int]]) -> None:
+        """Counts taken but not stored (Redis failed): kept for the next flush."""
+        for version, (trials, hits) in counts.items():
+            mine = self._by_model.setdefault(version, [0, 0])
+            mine[0] += trials
+            mine[1] += hits
 
     @property
     def rate(self) -> float:

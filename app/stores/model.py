@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,6 +64,12 @@ return redis.call('DEL', KEYS[1])
 def version_sequence(version: str) -> int:
     """The deployment-wide sequence number that starts a version name: later is larger."""
     return int(version.partition("-")[0])
+
+
+def snapshot_sequence(version: str) -> int:
+    """The sequence number of the snapshot a version is, or is a delta on."""
+    _, plus, on = version.partition("+")
+    return int(on.partition(".")[0]) if plus else version_sequence(version)
 
 
 def delta_version(sequence: int, snapshot: str, delta: int) -> str:
@@ -243,6 +249,37 @@ class ModelStore:
         keys = [self._key("snapshot"), self.keys.model_deltas(snapshot), self._key("current")]
         return bool(await self._delta(keys=keys, args=[snapshot, delta, version, blob]))
 
+    async def add_live_trials(self, counts: Mapping[str, Sequence[int]]) -> None:
+        """Add a worker's live test-then-learn trials and hits per model version to the
+        deployment's counts, which are kept per snapshot (a delta counts for its snapshot)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for version, (trials, hits) in counts.items():
+                snapshot = snapshot_sequence(version)
+                pipe.hincrby(self._key("live"), f"{snapshot}:trials", trials)
+                pipe.hincrby(self._key("live"), f"{snapshot}:hits", hits)
+            await pipe.execute()
+
+    async def live_counts(self, snapshot: str) -> tuple[int, int]:
+        """The deployment's live trials and hits of lists ranked by this snapshot or its deltas."""
+        sequence = version_sequence(snapshot)
+        fields = (f"{sequence}:trials", f"{sequence}:hits")
+        trials, hits = await self.redis.hmget(self._key("live"), fields)
+        return int(trials or 0), int(hits or 0)
+
+    async def kept_snapshots(self) -> list[str]:
+        """The snapshots kept, newest first."""
+        return [
+            version.decode() for version in await self.redis.lrange(self._key("versions"), 0, -1)
+        ]
+
+    async def record_rollback(self, record: dict[str, Any]) -> None:
+        """An automatic rollback: why, for ``GET /health``."""
+        await self.redis.set(self._key("rollback"), orjson.dumps({"at": time.time(), **record}))
+
+    async def last_rollback(self) -> dict[str, Any] | None:
+        raw = await self.redis.get(self._key("rollback"))
+        return None if raw is None else orjson.loads(raw)
+
     async def roll_back(self) -> str | None:
         """Serve the snapshot published before the current one again, with its deltas, and
         drop the current one (blob, deltas, user factors), so a second rollback goes further
@@ -266,6 +303,8 @@ class ModelStore:
             pipe.delete(
                 self._key(current), self.keys.model_deltas(current), self.keys.model_users(current)
             )
+            sequence = version_sequence(current)
+            pipe.hdel(self._key("live"), f"{sequence}:trials", f"{sequence}:hits")
             await pipe.execute()
         return version
 

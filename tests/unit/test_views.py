@@ -135,6 +135,7 @@ async def test_health_while_redis_is_unreachable_is_503_with_redis_false(client)
         "model_version": None,
         "last_check": None,
         "candidates_refused": 0,
+        "last_rollback": None,
     }
 
 
