@@ -6,6 +6,9 @@ from the rest of their row: HR@10 and NDCG@10 over the users (:mod:`app.ranking_
 candidate below the serving model by more than a share ``margin`` of either score is refused.
 Neither model has seen the held-out interactions, so the comparison is fair to both.
 
+After a model went live, :func:`live_regression` is the trainer's rule for rolling it back on
+the workers' live test-then-learn counts.
+
 Pure numerics (numpy, scipy, the ranker); no Faust, no Redis.
 """
 
@@ -127,6 +130,17 @@ class Verdict:
             "pairs": self.pairs,
             "margin": self.margin,
         }
+
+
+def live_regression(
+    newest: tuple[int, int], previous: tuple[int, int], minimum: int, margin: float
+) -> bool:
+    """Whether the newest model's live (trials, hits) show an HR@10 below the previous model's
+    by more than a share ``margin`` of it, both over at least ``minimum`` trials."""
+    (trials, hits), (before_trials, before_hits) = newest, previous
+    if min(trials, before_trials) < max(minimum, 1):
+        return False
+    return hits / trials < before_hits / before_trials * (1 - margin)
 
 
 def compare(

@@ -181,3 +181,18 @@ async def test_a_resumed_model_is_not_checked_on_the_records_read_while_catching
     trainer.caught_up()
 
     assert trainer.held_out() is None
+
+
+@pytest.mark.parametrize(
+    ("newest", "previous", "rolled_back"),
+    [
+        ((500, 150), (500, 200), True),  # 0.30 against 0.40: below 0.8 of it
+        ((500, 165), (500, 200), False),  # 0.33 against 0.40: within the margin
+        ((499, 0), (500, 200), False),  # too few trials of the newest to judge
+        ((500, 0), (499, 200), False),  # too few of the previous
+    ],
+)
+def test_a_live_regression_needs_enough_trials_of_both_and_a_drop_beyond_the_margin(
+    newest, previous, rolled_back
+):
+    assert model_check.live_regression(newest, previous, 500, 0.2) is rolled_back
