@@ -218,9 +218,10 @@ class Trainer:
                 model_check.compare, model, self.model, held, self.settings.check_margin
             )
             await self.models.record_check(version, verdict.as_dict())
-            self.events_at_fit = events
-            self.last_fit_at = time.monotonic()
             if not verdict.accepted:
+                # Counted as a fit for the schedule, so the same growth does not refit at once.
+                self.events_at_fit = events
+                self.last_fit_at = time.monotonic()
                 log.warning(
                     "candidate %s refused, still serving %s: %s",
                     version,
@@ -291,13 +292,14 @@ class Trainer:
         kept = await self.models.kept_snapshots()
         if len(kept) < 2 or kept[0] != self.snapshot:
             return False
-        trials, hits = await self.models.live_counts(kept[0])
-        before_trials, before_hits = await self.models.live_counts(kept[1])
-        if trials < minimum or before_trials < minimum:
+        newest = await self.models.live_counts(kept[0])
+        previous = await self.models.live_counts(kept[1])
+        if not model_check.live_regression(
+            newest, previous, minimum, self.settings.rollback_margin
+        ):
             return False
+        (trials, hits), (before_trials, before_hits) = newest, previous
         rate, before = hits / trials, before_hits / before_trials
-        if rate >= before * (1 - self.settings.rollback_margin):
-            return False
         version = await self.models.roll_back()
         if version is None:
             return False

@@ -221,8 +221,10 @@ def trial_table(outcome: Outcome) -> str:
 def verdict(outcome: Outcome) -> list[str]:
     """What the test period says of the best trial against the current settings."""
     lines = []
-    for name, scores in (("current", outcome.current_test), ("best", outcome.best_test)):
-        params = outcome.current if name == "current" else outcome.best
+    for name, params, scores in (
+        ("current", outcome.current, outcome.current_test),
+        ("best", outcome.best, outcome.best_test),
+    ):
         lines.append(
             f"test, {name} ({describe(params)}): "
             + ", ".join(
