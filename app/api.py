@@ -16,6 +16,7 @@ from app.validation import (
     MAX_EVENT_ID_LENGTH,
     MAX_LABEL_LENGTH,
     MAX_LABELS,
+    MAX_RECOMMENDATION_ID_LENGTH,
     MAX_TEXT_LENGTH,
     SESSION_ACTION,
 )
@@ -52,6 +53,51 @@ ACCEPTED: Schema = {
     "type": "object",
     "required": ["accepted"],
     "properties": {"accepted": {"type": "integer", "minimum": 1}},
+}
+ESTIMATE: Schema = {
+    "type": ["object", "null"],
+    "description": "null before anything was counted",
+    "properties": {
+        "value": {"type": "number"},
+        "low": {"type": "number"},
+        "high": {"type": "number"},
+    },
+}
+EXPERIMENT_REPORT: Schema = {
+    "type": "object",
+    "required": ["experiment", "confidence", "arms"],
+    "properties": {
+        "experiment": {"type": "string", "description": "RECSYS_EXPERIMENT_NAME"},
+        "confidence": {"type": "number"},
+        "arms": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["arm", "share", "fold_in", "served", "answered", "trials", "hits"],
+                "properties": {
+                    "arm": {"type": "string"},
+                    "share": {"type": "number", "description": "fraction of the users"},
+                    "fold_in": {"type": "boolean"},
+                    "served": {"type": "integer", "description": "lists served"},
+                    "answered": {
+                        "type": "integer",
+                        "description": "positive events carrying a recommendation_id of the arm",
+                    },
+                    "trials": {"type": "integer", "description": "live HR@10 trials"},
+                    "hits": {"type": "integer"},
+                    "hit_rate_at_10": {**ESTIMATE, "description": "Wilson interval"},
+                    "click_through": {
+                        **ESTIMATE,
+                        "description": "answered per list served; exact Poisson interval",
+                    },
+                    "hit_rate_vs_control": {
+                        **ESTIMATE,
+                        "description": "HR@10 minus the first arm's; normal interval",
+                    },
+                },
+            },
+        },
+    },
 }
 MODEL_VERSION: Schema = {"type": ["string", "null"], "description": "null before the first fit"}
 
@@ -99,6 +145,11 @@ def _event(settings: Settings) -> Schema:
             "event_id": {
                 **_identifier(MAX_EVENT_ID_LENGTH),
                 "description": "a re-sent event with the same id is counted once",
+            },
+            "recommendation_id": {
+                **_identifier(MAX_RECOMMENDATION_ID_LENGTH),
+                "description": "the recommendation_id of the list this action answers "
+                "(GET /recommend/{user_id}): counted in its arm's click-through",
             },
         },
     }
@@ -399,6 +450,16 @@ def openapi_document(settings: Settings) -> Schema:
                                 "type": ["integer", "null"],
                                 "description": "how many of the user's events the list reflects",
                             },
+                            arm={
+                                "type": "string",
+                                "description": "the experiment arm the user is dealt into "
+                                "(RECSYS_EXPERIMENT_ARMS; default without an experiment)",
+                            },
+                            recommendation_id={
+                                "type": "string",
+                                "description": "this list's id, naming its arm: send it with "
+                                "the events that answer the list",
+                            },
                         ),
                         "the list, best first",
                     ),
@@ -637,6 +698,16 @@ def openapi_document(settings: Settings) -> Schema:
                         "the earlier model is current",
                     ),
                     **_errors(401, 409, 503),
+                },
+            }
+        },
+        "/experiments": {
+            "get": {
+                "summary": "Each experiment arm's live HR@10 and click-through, with 95% "
+                "intervals, over every worker",
+                "responses": {
+                    "200": _json(EXPERIMENT_REPORT, "the arms, the control first"),
+                    **_errors(401, 503),
                 },
             }
         },

@@ -15,7 +15,7 @@ from faust.types import TableT
 
 from app import agents, background, web
 from app.agents import EventProcessor
-from app.neighbours import UserNeighbours
+from app.neighbours import FittedUsers, UserNeighbours
 from app.ops.logs import logging_config
 from app.play import Player
 from app.redis_recovery import RedisRecovery
@@ -85,7 +85,8 @@ def create_app(settings: Settings, stores: Stores | None = None) -> Product:
     topics = Topics.declare(app, settings)
     table = user_state_table(app, settings)
     states = TableStates(table)
-    refresher = ListRefresher(settings, stores, states)
+    fitted_users = FittedUsers(settings, stores.models)
+    refresher = ListRefresher(settings, stores, states, fitted_users.of)
     product = Product(
         settings=settings,
         faust=app,
@@ -98,7 +99,7 @@ def create_app(settings: Settings, stores: Stores | None = None) -> Product:
         processor=EventProcessor(settings, topics, table, refresher),
         catch_up=CatchUpWatch(settings, stores, app),
         player=Player(settings.demo_events, settings.web_url, client_headers(settings)),
-        neighbours=UserNeighbours(settings, stores.models, refresher),
+        neighbours=UserNeighbours(settings, fitted_users, refresher),
     )
     agents.add_agents(product)
     background.add_jobs(product)

@@ -35,6 +35,8 @@ class UserAction(faust.Record, serializer="json", include_metadata=False):
     action: str
     timestamp: float
     event_id: str | None = None
+    recommendation_id: str | None = None
+    """The id of the served list this action answers (``GET /recommend``), for click-through."""
 
 
 class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=False):

@@ -238,9 +238,11 @@ def recommend(
     rows: Sequence[Mapping[str, float]],
     n: int,
     exclude: Collection[str] = (),
+    vectors: np.ndarray | None = None,
 ) -> list[Scored]:
     """Top-n unseen items per row, folding each user in exactly first; ``exclude`` (e.g.
-    unavailable items) is never ranked.
+    unavailable items) is never ranked. Given ``vectors`` (a row each), users are ranked by
+    those instead of being folded in: the rows then only say what is seen.
 
     Every item of a row counts as seen, also one whose weights summed to zero (bought, then
     returned). A row whose vector comes out zero gets an empty list, as its ranking would be
@@ -249,7 +251,6 @@ def recommend(
     """
     if not rows:
         return []
-    matrix = model.rows_matrix(rows)
     positions = model.item_positions
     excluded = [positions[item_id] for item_id in exclude if item_id in positions]
     unrankable = [
@@ -258,7 +259,11 @@ def recommend(
         )
         for row in rows
     ]
-    users = model.als.recalculate_user(np.arange(len(rows)), matrix)
+    users = (
+        model.als.recalculate_user(np.arange(len(rows)), model.rows_matrix(rows))
+        if vectors is None
+        else vectors
+    )
     rankable = np.flatnonzero(users.any(axis=1))
     n = min(n, len(model.item_ids))
     seen = [unrankable[user] for user in rankable]

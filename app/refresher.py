@@ -35,10 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from typing import Protocol
 
+import numpy as np
 from redis.exceptions import RedisError
 
 from app import ranker, serving
-from app.models import UserAction, UserState, empty_state
+from app.models import COUNT, UserAction, UserState, empty_state
 from app.ops import metrics
 from app.popularity import Trending, accumulators
 from app.serving import CatalogueSnapshot, ServedList, ServingRules, UserHistory
@@ -53,6 +54,8 @@ MAX_STALE = 100_000
 MAX_TICK_USERS = 2_000
 """Users one tick re-ranks at most: a tick writes its lists together, so this bounds the wait
 for the first of them and the lists held, when a backlog has touched many users."""
+NEVER = (0.0, 0)
+"""The entry of an item the user's state does not hold (weight, count)."""
 STREAM_WAIT = 0.5
 """Seconds a slice of lists waits for the stream's next batch while the stream is behind; a
 stream that has nothing more in that time is no longer behind."""
@@ -71,10 +74,25 @@ def history(state: UserState) -> UserHistory:
     return UserHistory(state.event_count, state.weights(), frozenset(state.hidden))
 
 
+UserFactorsSource = Callable[[str], Awaitable[ranker.UserFactors | None]]
+"""The user factors published with a snapshot (``app.neighbours.FittedUsers.of``)."""
+
+
 class ListRefresher:
-    def __init__(self, settings: Settings, stores: Stores, states: StateSource) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stores: Stores,
+        states: StateSource,
+        user_factors: UserFactorsSource | None = None,
+    ) -> None:
         self.settings = settings
         self.rules = ServingRules.of(settings)
+        self.experiment = settings.experiment
+        self.arms = metrics.ArmTally()
+        self._user_factors = user_factors
+        self.fitted: ranker.UserFactors | None = None
+        """The served snapshot's fitted user vectors, held while an arm serves without fold-in."""
         self.stores = stores
         self.states = states
         self.model: ranker.FactorModel | None = None
@@ -116,9 +134,25 @@ class ListRefresher:
         if received_at is not None:
             self._since.setdefault(action.user_id, received_at)
         if weight > 0:
-            self.live.test(action.user_id, action.item_id)
+            if state.items.get(action.item_id, NEVER)[COUNT] == 1:
+                self._live_trial(action.user_id, action.item_id)
+            if action.recommendation_id is not None:
+                answered = self.experiment.answered_arm(action.recommendation_id)
+                if answered is not None:
+                    self.arms.count(answered.name, "answered")
         for popularity in self._popularity.values():
             popularity.add(action.item_id, weight, action.timestamp)
+
+    def _live_trial(self, user_id: str, item_id: str) -> None:
+        """A user's first event on an item: was it in the top 10 last written for them? Only
+        first events are trials, as in the streaming evaluation's probes: an item the user
+        already has is never listed for them, so a repeat purchase could only ever miss."""
+        hit = self.live.test(user_id, item_id)
+        if hit is not None:
+            arm = self.experiment.arm_of(user_id).name
+            self.arms.count(arm, "trials")
+            if hit:
+                self.arms.count(arm, "hits")
 
     def touch(self, user_id: str, state: UserState) -> None:
         """The user's state changed: rank them on the next tick, from this state."""
@@ -205,6 +239,13 @@ class ListRefresher:
                 except Exception:
                     self.live.put_back(live)
                     raise
+            arms = self.arms.take()
+            if arms:
+                try:
+                    await self.stores.experiments.add(self.experiment.name, arms)
+                except Exception:
+                    self.arms.put_back(arms)
+                    raise
         except Exception:
             for user_id, received_at in since.items():
                 self._since.setdefault(user_id, received_at)
@@ -257,6 +298,8 @@ class ListRefresher:
             return False
         indexed = await loop.run_in_executor(self._solver, self.indexed, published.model)
         published = dataclasses.replace(published, model=indexed)
+        if self.experiment.batch_arms and self._user_factors is not None:
+            self.fitted = await self._user_factors(published.snapshot)
         self.published, self.model = published, published.model
         meta = published.meta
         metrics.model.info(
@@ -296,10 +339,41 @@ class ListRefresher:
         return True
 
     def lists(self, users: Mapping[str, UserHistory], popular: Trending) -> list[ServedList]:
-        """These users' lists under the serving policy."""
-        return serving.user_lists(
-            self.model, list(users.values()), self.catalogue, popular, self.rules
-        )
+        """These users' lists under the serving policy, each as the user's arm serves it:
+        folded in, or (``fold_in=off``) by their vector of the last full fit."""
+        if not self.experiment.batch_arms:
+            return serving.user_lists(
+                self.model, list(users.values()), self.catalogue, popular, self.rules
+            )
+        fold_in = {user_id: self.experiment.arm_of(user_id).fold_in for user_id in users}
+        folded = [user_id for user_id, on in fold_in.items() if on]
+        batch = [user_id for user_id, on in fold_in.items() if not on]
+        lists: dict[str, ServedList] = {}
+        for group, vectors in ((folded, None), (batch, self.fitted_vectors(batch))):
+            ranked = serving.user_lists(
+                self.model,
+                [users[user_id] for user_id in group],
+                self.catalogue,
+                popular,
+                self.rules,
+                vectors=vectors,
+            )
+            lists.update(zip(group, ranked, strict=True))
+        return [lists[user_id] for user_id in users]
+
+    def fitted_vectors(self, user_ids: Sequence[str]) -> np.ndarray | None:
+        """The users' unit vectors of the last full fit, a zero row for a user it did not
+        know (who then gets no personal list); None without a model."""
+        if self.model is None:
+            return None
+        vectors = np.zeros((len(user_ids), self.model.item_factors.shape[1]), dtype=np.float32)
+        fitted = self.fitted
+        if fitted is not None:
+            for row, user_id in enumerate(user_ids):
+                position = fitted.positions.get(user_id)
+                if position is not None:
+                    vectors[row] = fitted.unit[position]
+        return vectors
 
     def session_list(self, actions: Sequence[UserAction], popular: Trending) -> ServedList:
         """The list of an anonymous visitor who did ``actions`` (oldest first): the one a user
@@ -307,7 +381,9 @@ class ListRefresher:
         state, weight, cap = empty_state(), self.settings.weight, self.settings.max_items_per_user
         for offset, action in enumerate(actions):
             state = state.with_action(action, weight(action.action), offset, None, cap)
-        (entry,) = self.lists({"session": history(state)}, popular)
+        (entry,) = serving.user_lists(
+            self.model, [history(state)], self.catalogue, popular, self.rules
+        )
         return entry
 
     async def refresh(self, histories: Mapping[str, UserHistory]) -> dict[str, ServedList]:

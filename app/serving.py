@@ -17,6 +17,8 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypedDict
 
+import numpy as np
+
 from app import ranker
 from app.content import ContentIndex, blend
 from app.models import ItemRecord
@@ -154,10 +156,14 @@ def user_lists(
     popular: Trending,
     rules: ServingRules,
     now: float | None = None,
+    vectors: np.ndarray | None = None,
 ) -> list[ServedList]:
     """Each user's list, in order: content, personal or popular (see the module docs).
 
-    ``popular`` is the top :attr:`ServingRules.popular_depth` items by popularity.
+    ``popular`` is the top :attr:`ServingRules.popular_depth` items by popularity. Given
+    ``vectors`` (a row per user: an experiment's arm without fold-in serves the vectors of the
+    last full fit), personal lists rank by them instead of re-solving each user; a zero row (a
+    user the fit did not know) gets no personal list.
     """
     now = time.time() if now is None else now
     rows = [user.weights for user in users]
@@ -167,7 +173,9 @@ def user_lists(
     personal = (
         [[]] * len(rows)
         if model is None
-        else ranker.recommend(model, rows, rules.list_length + most_hidden, exclude=unavailable)
+        else ranker.recommend(
+            model, rows, rules.list_length + most_hidden, exclude=unavailable, vectors=vectors
+        )
     )
     lists = []
     for user, ranked in zip(users, personal, strict=True):

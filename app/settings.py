@@ -9,10 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from dotenv import dotenv_values
+
+from app.experiments import Experiment, parse_arms
 
 MAX_ITEMS_PER_USER = 2**16 - 1
 """The changelog encoding counts a user's items in 16 bits (:mod:`app.state_codec`)."""
@@ -179,6 +182,11 @@ class Settings:
     """Users with at most this many events get content-based lists."""
     content_weight: float = 0.7
     """Share of content similarity in those lists; the rest is popularity."""
+    experiment_arms: str = ""
+    """Arms of a live experiment, ``name:share[:fold_in=off]`` comma-separated
+    (``app.experiments``); empty: one arm, ``default``, every user served alike."""
+    experiment_name: str = "experiment"
+    """Salt of the arm assignment: a new name deals users into arms afresh."""
     max_body_bytes: int = 1024 * 1024
     max_id_length: int = 256
     max_future_skew: float = 24 * 3600.0
@@ -210,6 +218,11 @@ class Settings:
     def web_url(self) -> str:
         """The worker's address as a client reaches it (its web host and port)."""
         return f"http://{self.web_host}:{self.web_port}"
+
+    @cached_property
+    def experiment(self) -> Experiment:
+        """The arms users are dealt into (one, ``default``, without an experiment)."""
+        return parse_arms(self.experiment_arms, self.experiment_name)
 
     @property
     def half_lives(self) -> tuple[float, ...]:
@@ -257,6 +270,16 @@ class Settings:
             raise SettingsError(
                 f"RECSYS_LOG_FORMAT: must be one of {', '.join(LOG_FORMATS)}, "
                 f"got {self.log_format!r}"
+            )
+        try:
+            self.experiment  # noqa: B018 - parsed here to refuse it at start-up
+        except ValueError as error:
+            raise SettingsError(f"RECSYS_EXPERIMENT_ARMS: {error}") from None
+        if self.experiment.batch_arms and not self.user_neighbours:
+            raise SettingsError(
+                "RECSYS_EXPERIMENT_ARMS: an arm with fold_in=off serves the user factors of the "
+                "last full fit, which RECSYS_USER_NEIGHBOURS=false keeps the trainer from "
+                "publishing"
             )
         if not self.kafka_broker.startswith("kafka://"):
             raise SettingsError(

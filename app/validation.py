@@ -21,6 +21,7 @@ from app.settings import Settings
 EARLIEST_TIMESTAMP = 946_684_800.0  # 2000-01-01T00:00:00Z: older stamps are taken as mistakes
 MAX_ACTION_LENGTH = 64
 MAX_EVENT_ID_LENGTH = 64
+MAX_RECOMMENDATION_ID_LENGTH = 128
 T = TypeVar("T")
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Cn"}  # control, surrogate, unassigned code points
 
@@ -117,6 +118,13 @@ def parse_event(event: Any, settings: Settings, now: float) -> UserAction:
             None
             if event.get("event_id") is None
             else identifier(event["event_id"], "event_id", MAX_EVENT_ID_LENGTH)
+        ),
+        recommendation_id=(
+            None
+            if event.get("recommendation_id") is None
+            else identifier(
+                event["recommendation_id"], "recommendation_id", MAX_RECOMMENDATION_ID_LENGTH
+            )
         ),
     )
 

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError, WatchError
 from swagger_ui.utils import SWAGGER_UI_PY_ROOT
 from yarl import URL
 
-from app import serving
+from app import experiments, serving
 from app.api import openapi_document
 from app.models import COUNT, LAST_AT, WEIGHT, ItemRecord, UserState
 from app.neighbours import NoNeighbours
@@ -428,6 +428,8 @@ class Recommend(ProductView):
                 entry = await refresher.recommend_now(user_id)
         except (RedisError, OSError):
             entry = self.product.recovery.list_without_redis(user_id)
+        arm = refresher.experiment.arm_of(user_id)
+        refresher.arms.count(arm.name, "served")
         return self.json(
             {
                 "user_id": user_id,
@@ -436,8 +438,24 @@ class Recommend(ProductView):
                 "model_version": entry["model_version"],
                 "updated_at": entry["updated_at"],
                 "event_count": entry["event_count"],
+                "arm": arm.name,
+                "recommendation_id": experiments.recommendation_id(arm),
             }
         )
+
+
+@route("/experiments")
+class Experiments(ProductView):
+    """``GET /experiments``: each arm of the running experiment, its live HR@10 and
+    click-through with 95% intervals, over every worker's counts."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        experiment = self.product.refresher.experiment
+        try:
+            counts = await self.product.stores.experiments.counts(experiment.name)
+        except (RedisError, OSError) as error:
+            return self.service_unavailable(f"Redis unavailable: {error}")
+        return self.json(experiments.report(experiment, counts))
 
 
 @route("/recommend")

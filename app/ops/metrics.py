@@ -118,11 +118,12 @@ class LiveHitRate:
         """An erased user: their last top 10 is dropped."""
         self._top.pop(user_id, None)
 
-    def test(self, user_id: str, item_id: str) -> None:
-        """Score one positive event against the user's last written top 10, if there is one."""
+    def test(self, user_id: str, item_id: str) -> bool | None:
+        """Score one positive event against the user's last written top 10, if there is one:
+        whether it was a hit, None without a top 10 to score."""
         written = self._top.get(user_id)
         if written is None:
-            return
+            return None
         top, model_version = written
         hit = item_id in top
         if model_version is not None:
@@ -137,6 +138,7 @@ class LiveHitRate:
         if len(self._window) > LIVE_WINDOW:
             self._window_hits -= self._window.popleft()
         live_hit_ratio.set(self.rate)
+        return hit
 
     def take_by_model(self) -> dict[str, list[int]]:
         """The trials and hits per model version since the last call, for the deployment-wide
@@ -155,6 +157,57 @@ class LiveHitRate:
     def rate(self) -> float:
         """Hits over the last ``LIVE_WINDOW`` trials (0 before the first)."""
         return self._window_hits / len(self._window) if self._window else 0.0
+
+
+experiment_counts = Counter(
+    "recsys_experiment",
+    "Per experiment arm: lists served (served), events answering one (answered), live HR@10 "
+    "trials (trials) and hits (hits).",
+    ["arm", "counter"],
+)
+experiment_hit_ratio = Gauge(
+    "recsys_experiment_live_hit_at_10_ratio",
+    "Per arm: live HR@10, hits over trials so far.",
+    ["arm"],
+)
+experiment_click_through = Gauge(
+    "recsys_experiment_click_through_ratio",
+    "Per arm: answering events over lists served so far.",
+    ["arm"],
+)
+
+
+class ArmTally:
+    """This worker's experiment counts per arm (``app.experiments.COUNTERS``): exported to
+    ``/metrics`` as they come, and held until flushed into the deployment-wide counts
+    (:meth:`app.stores.experiments.ExperimentStore.add`)."""
+
+    def __init__(self) -> None:
+        self._totals: dict[str, dict[str, int]] = {}
+        self._unflushed: dict[str, dict[str, int]] = {}
+
+    def count(self, arm: str, counter: str) -> None:
+        for counts in (self._totals, self._unflushed):
+            mine = counts.setdefault(arm, {})
+            mine[counter] = mine.get(counter, 0) + 1
+        experiment_counts.labels(arm, counter).inc()
+        totals = self._totals[arm]
+        if counter in ("trials", "hits") and totals.get("trials"):
+            experiment_hit_ratio.labels(arm).set(totals.get("hits", 0) / totals["trials"])
+        if counter in ("served", "answered") and totals.get("served"):
+            experiment_click_through.labels(arm).set(totals.get("answered", 0) / totals["served"])
+
+    def take(self) -> dict[str, dict[str, int]]:
+        """The counts since the last call."""
+        taken, self._unflushed = self._unflushed, {}
+        return taken
+
+    def put_back(self, counts: Mapping[str, Mapping[str, int]]) -> None:
+        """Counts taken but not stored (Redis failed): kept for the next flush."""
+        for arm, theirs in counts.items():
+            mine = self._unflushed.setdefault(arm, {})
+            for counter, value in theirs.items():
+                mine[counter] = mine.get(counter, 0) + value
 
 
 def set_consumer_lag(lag: Mapping[tuple[str, int], int]) -> None:

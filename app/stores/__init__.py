@@ -1,5 +1,6 @@
 """The Redis side of the product: derived state every worker shares (lists, popularity,
-published models, the catalogue). Redis holds nothing that Kafka cannot rebuild."""
+published models, the catalogue, experiment counts). Redis holds nothing that Kafka cannot
+rebuild, but for the experiment's counts of lists served."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from redis.asyncio import Redis
 
 from app.settings import Settings
 from app.stores.catalogue import CatalogueStore
+from app.stores.experiments import ExperimentStore
 from app.stores.keys import RedisKeys
 from app.stores.lists import ListStore
 from app.stores.model import ModelStore
@@ -25,6 +27,7 @@ class Stores:
     popularity: PopularityStore
     models: ModelStore
     catalogue: CatalogueStore
+    experiments: ExperimentStore
 
     @classmethod
     def of(cls, redis: Redis, settings: Settings) -> Stores:
@@ -36,6 +39,7 @@ class Stores:
             popularity=PopularityStore(redis, keys),
             models=ModelStore(redis, keys),
             catalogue=CatalogueStore(redis, keys),
+            experiments=ExperimentStore(redis, keys),
         )
 
     @classmethod

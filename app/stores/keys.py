@@ -14,6 +14,7 @@ Keys are built only from validated ids. The layout:
 ``{p}:items``                      hash of item id -> catalogue record (``app.stores.catalogue``)
 ``{p}:items:unavailable``          set of ids that must not be recommended
 ``{p}:items:version``              counter bumped by every catalogue write
+``{p}:experiment:{name}``          hash of ``{arm}:{counter}`` -> count (``app.stores.experiments``)
 ``{p}:epoch``                      token whose loss tells workers Redis lost its data
 ``{p}:replay``                     the marker a replay leaves for the workers (``app.replay``)
 =================================  ==========================================================
@@ -70,6 +71,10 @@ class RedisKeys:
     def catalogue_version(self) -> str:
         return f"{self.prefix}:items:version"
 
+    def experiment(self, name: str) -> str:
+        """One experiment's counts per arm."""
+        return f"{self.prefix}:experiment:{name}"
+
     @property
     def epoch(self) -> str:
         return f"{self.prefix}:epoch"
@@ -92,7 +97,12 @@ class RedisKeys:
     def derived_patterns(self) -> list[str]:
         """SCAN patterns of every key derived from ``user-actions`` (what a replay rebuilds)."""
         literal = glob_escape(self.prefix)
-        return [self.every_list, f"{literal}:popular:*", f"{literal}:model:*"]
+        return [
+            self.every_list,
+            f"{literal}:popular:*",
+            f"{literal}:model:*",
+            f"{literal}:experiment:*",  # its live trials are counted again as the log replays
+        ]
 
     def kept_by_replay(self, key: str) -> bool:
         """Whether a derived key survives a replay."""

@@ -6,7 +6,16 @@ import ast
 from pathlib import Path
 
 APP = Path(__file__).resolve().parents[2] / "app"
-PURE = ("ranker", "candidates", "serving", "popularity", "content", "retraining", "ranking_metrics")
+PURE = (
+    "ranker",
+    "candidates",
+    "serving",
+    "popularity",
+    "content",
+    "retraining",
+    "ranking_metrics",
+    "experiments",
+)
 """Numerics only: no Faust, no Kafka, no Redis, no HTTP."""
 
 

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from app import ranker
-from app.neighbours import NoNeighbours, UserNeighbours
+from app.neighbours import FittedUsers, NoNeighbours, UserNeighbours
 from app.settings import Settings
 from app.stores.model import encode_user_factors
 from harness.data import random_rows
@@ -47,7 +47,8 @@ async def test_the_served_snapshots_factors_are_read_once_and_again_for_a_new_sn
     model, blob = fitted
     store = PublishedFactors({"1-v": blob, "2-v": blob})
     refresher = serving(model)
-    neighbours = UserNeighbours(Settings(), store, refresher)  # type: ignore[arg-type]
+    fitted_users = FittedUsers(Settings(), store)  # type: ignore[arg-type]
+    neighbours = UserNeighbours(Settings(), fitted_users, refresher)  # type: ignore[arg-type]
 
     first, version = await neighbours.similar("u0", ROWS[0], 3)
     again, _ = await neighbours.similar("u0", ROWS[0], 3)
@@ -71,7 +72,8 @@ async def test_the_served_snapshots_factors_are_read_once_and_again_for_a_new_sn
 async def test_with_nothing_to_compare_the_search_says_why(fitted, settings, has_model, problem):
     model, _ = fitted
     refresher = serving(model if has_model else None)
-    neighbours = UserNeighbours(settings, PublishedFactors({}), refresher)  # type: ignore[arg-type]
+    fitted_users = FittedUsers(settings, PublishedFactors({}))  # type: ignore[arg-type]
+    neighbours = UserNeighbours(settings, fitted_users, refresher)  # type: ignore[arg-type]
 
     with pytest.raises(NoNeighbours, match=problem):
         await neighbours.similar("u0", ROWS[0], 3)
