@@ -63,6 +63,8 @@ def faust_app(settings: Settings) -> faust.App:
         web_bind=settings.web_bind or settings.web_host,
         web_port=settings.web_port,
         topic_partitions=settings.partitions,
+        # Every topic Faust creates without a factor of its own: changelogs, the assignor's.
+        topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
         producer_linger=0.005,

@@ -86,6 +86,12 @@ class Settings:
     it, or in ``kafka_ssl_keyfile``)."""
     kafka_ssl_keyfile: str = ""
     """The client certificate's unencrypted private key, when not in ``kafka_ssl_certfile``."""
+    topic_replication_factor: int = 1
+    """Replicas of every topic the product or Faust creates for it; 1 for one local broker, 3
+    on a production cluster. Applies when a topic is created: existing topics keep theirs."""
+    topic_min_insync_replicas: int = 1
+    """``min.insync.replicas`` of those topics: the replicas that must have a record before the
+    broker acknowledges it to the product's producers (``acks=all``); 2 with a factor of 3."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "recsys"
     """Namespace of every Redis key (``app.stores.keys``)."""
@@ -313,6 +319,12 @@ class Settings:
             raise SettingsError(
                 f"RECSYS_KAFKA_BROKER: expected kafka://host:port, got {self.kafka_broker!r}"
             )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise SettingsError(
+                "RECSYS_TOPIC_MIN_INSYNC_REPLICAS: must be at most "
+                f"RECSYS_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}), got "
+                f"{self.topic_min_insync_replicas}: no write could ever be acknowledged"
+            )
         self._validate_kafka_security()
 
     def _validate_kafka_security(self) -> None:
@@ -407,6 +419,8 @@ def read_env_file(path: str) -> dict[str, str]:
 _AT_LEAST: Mapping[str, float] = MappingProxyType(
     {
         "partitions": 1,
+        "topic_replication_factor": 1,
+        "topic_min_insync_replicas": 1,
         "web_port": 1,
         "batch_events": 1,
         "batch_wait": 0.001,

@@ -181,6 +181,15 @@ SASL_SSL = {
             "RECSYS_KAFKA_SSL_KEYFILE: the key of a client certificate, which "
             "RECSYS_KAFKA_SSL_CERTFILE does not name",
         ),
+        (
+            {"RECSYS_TOPIC_REPLICATION_FACTOR": "0"},
+            "RECSYS_TOPIC_REPLICATION_FACTOR: must be at least 1",
+        ),
+        (
+            {"RECSYS_TOPIC_REPLICATION_FACTOR": "3", "RECSYS_TOPIC_MIN_INSYNC_REPLICAS": "4"},
+            r"RECSYS_TOPIC_MIN_INSYNC_REPLICAS: must be at most RECSYS_TOPIC_REPLICATION_FACTOR "
+            r"\(3\), got 4",
+        ),
     ],
 )
 def test_a_kafka_setting_that_cannot_connect_or_would_be_ignored_is_refused_naming_it(
