@@ -50,9 +50,7 @@ def add_jobs(product: Product) -> None:
     refresher, recovery = product.refresher, product.recovery
     redis_errors = (RedisError, OSError)
     startup_objects = StartupObjects(settings.gc_young_threshold)
-    consumer_lag = ConsumerLag(
-        settings.bootstrap_servers, settings.app_id, {settings.events_topic, settings.items_topic}
-    )
+    consumer_lag = ConsumerLag(settings, {settings.events_topic, settings.items_topic})
 
     async def declare_topics() -> None:
         """Create the topics the worker writes to but does not consume (the dead letters)."""

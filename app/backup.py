@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from app import kafka_clients
 from app.popularity import Popularity
 from app.settings import Settings
 from app.state_codec import decode_state, encode_state
@@ -55,9 +56,7 @@ async def topic_partitions(
 ) -> AsyncIterator[tuple[AIOKafkaConsumer, list[TopicPartition]]]:
     """A consumer outside any group and the topic's partitions (the configured count); no
     partitions when the topic does not exist."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False, group_id=None
-    )
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         partitions = range(settings.partitions) if topic in await consumer.topics() else ()

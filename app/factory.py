@@ -15,6 +15,7 @@ from faust.types import TableT
 
 from app import agents, background, web
 from app.agents import EventProcessor
+from app.kafka_clients import faust_credentials
 from app.neighbours import FittedUsers, UserNeighbours
 from app.ops.logs import logging_config
 from app.play import Player
@@ -47,19 +48,23 @@ class Product:
 
 
 def faust_app(settings: Settings) -> faust.App:
-    """The Faust app alone: broker, store, web server and producer settings. Faust reads none
-    of its own environment variables (``env={}``): they would win over these, and
-    ``PRODUCER_ACKS=1`` would break the promise that a 202 means every replica has the event."""
+    """The Faust app alone: broker and its credentials, store, web server, topic and producer
+    settings. Faust reads none of its own environment variables (``env={}``): they would win
+    over these, and ``PRODUCER_ACKS=1`` would break the promise that a 202 means every in-sync
+    replica has the event."""
     return faust.App(
         settings.app_id,
         env={},
         broker=settings.kafka_broker,
+        broker_credentials=faust_credentials(settings),
         store=settings.store,
         datadir=settings.data_dir,
         web_host=settings.web_host,
         web_bind=settings.web_bind or settings.web_host,
         web_port=settings.web_port,
         topic_partitions=settings.partitions,
+        # Every topic Faust creates without a factor of its own: changelogs, the assignor's.
+        topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
         producer_linger=0.005,

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app import kafka_clients
 from app.ops.consumer_lag import committed_offsets
 from app.settings import Settings
 from app.stores import Stores
@@ -124,13 +125,10 @@ async def reset(
 ) -> None:
     """The whole reset; see the module docstring for the steps and their order."""
     settings, stores = product.settings, product.stores
-    bootstrap = settings.bootstrap_servers
     group = settings.app_id
     topic = settings.events_topic
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
+    admin = kafka_clients.admin(settings)
+    consumer = kafka_clients.consumer(settings, group_id=group, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -195,7 +193,7 @@ async def follow_reapplied(
     asks again; ends once every partition reached where the log ended at the replay."""
     partitions = [TopicPartition(settings.events_topic, p) for p in sorted(starts)]
     total = sum(ends[p] - starts[p] for p in starts)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = kafka_clients.admin(settings)
     await admin.start()
     try:
         while True:

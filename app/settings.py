@@ -24,6 +24,9 @@ ENV_FILE = "RECSYS_ENV_FILE"
 environment: a variable set in both takes the environment's value."""
 LOG_FORMATS = ("keyvalue", "json")
 POPULARITY_CLOCKS = ("stream", "wall")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+"""The username-and-password mechanisms aiokafka speaks."""
 
 DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
 """A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
@@ -68,6 +71,27 @@ class Settings:
     """Faust app id: the consumer group and the changelog topic names."""
     kafka_broker: str = "kafka://127.0.0.1:9092"
     """Kafka bootstrap server(s), Faust's ``kafka://`` form."""
+    kafka_security_protocol: str = "PLAINTEXT"
+    """How every Kafka client of the product connects (``app.kafka_clients``): ``PLAINTEXT``,
+    ``SSL`` (TLS), ``SASL_PLAINTEXT`` or ``SASL_SSL`` (a username and password over TLS)."""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    """With SASL: ``SCRAM-SHA-512``, ``SCRAM-SHA-256`` or ``PLAIN``."""
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    """With TLS: the PEM file of the CA(s) that signed the brokers' certificates; empty: the
+    system's trusted CAs (a managed Kafka with a public certificate)."""
+    kafka_ssl_certfile: str = ""
+    """With TLS, when the brokers ask for a client certificate: its PEM file (with the key in
+    it, or in ``kafka_ssl_keyfile``)."""
+    kafka_ssl_keyfile: str = ""
+    """The client certificate's unencrypted private key, when not in ``kafka_ssl_certfile``."""
+    topic_replication_factor: int = 1
+    """Replicas of every topic the product or Faust creates for it; 1 for one local broker, 3
+    on a production cluster. Applies when a topic is created: existing topics keep theirs."""
+    topic_min_insync_replicas: int = 1
+    """``min.insync.replicas`` of those topics: the replicas that must have a record before the
+    broker acknowledges it to the product's producers (``acks=all``); 2 with a factor of 3."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "recsys"
     """Namespace of every Redis key (``app.stores.keys``)."""
@@ -215,6 +239,16 @@ class Settings:
         return self.kafka_broker.removeprefix("kafka://")
 
     @property
+    def kafka_sasl(self) -> bool:
+        """Whether the Kafka clients authenticate with a username and password."""
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @property
+    def kafka_tls(self) -> bool:
+        """Whether the Kafka clients connect over TLS."""
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
     def web_url(self) -> str:
         """The worker's address as a client reaches it (its web host and port)."""
         return f"http://{self.web_host}:{self.web_port}"
@@ -285,6 +319,59 @@ class Settings:
             raise SettingsError(
                 f"RECSYS_KAFKA_BROKER: expected kafka://host:port, got {self.kafka_broker!r}"
             )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise SettingsError(
+                "RECSYS_TOPIC_MIN_INSYNC_REPLICAS: must be at most "
+                f"RECSYS_TOPIC_REPLICATION_FACTOR ({self.topic_replication_factor}), got "
+                f"{self.topic_min_insync_replicas}: no write could ever be acknowledged"
+            )
+        self._validate_kafka_security()
+
+    def _validate_kafka_security(self) -> None:
+        """Refuse a security setting that would be ignored or could not connect: a username
+        without SASL would otherwise connect in the clear, unnoticed."""
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                "RECSYS_KAFKA_SECURITY_PROTOCOL: must be one of "
+                f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {protocol!r}"
+            )
+        sasl = {
+            "RECSYS_KAFKA_USERNAME": self.kafka_username,
+            "RECSYS_KAFKA_PASSWORD": self.kafka_password,
+        }
+        tls = {
+            "RECSYS_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "RECSYS_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "RECSYS_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        for wanted, names, values in (
+            (self.kafka_sasl, "SASL_PLAINTEXT or SASL_SSL", sasl),
+            (self.kafka_tls, "SSL or SASL_SSL", tls),
+        ):
+            unused = [name for name, value in values.items() if value and not wanted]
+            if unused:
+                raise SettingsError(
+                    f"{unused[0]}: only used with RECSYS_KAFKA_SECURITY_PROTOCOL={names}, "
+                    f"got {protocol}"
+                )
+        if self.kafka_sasl:
+            if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+                raise SettingsError(
+                    "RECSYS_KAFKA_SASL_MECHANISM: must be one of "
+                    f"{', '.join(KAFKA_SASL_MECHANISMS)}, got {self.kafka_sasl_mechanism!r}"
+                )
+            missing = [name for name, value in sasl.items() if not value]
+            if missing:
+                raise SettingsError(f"{missing[0]}: required with {protocol}")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError(
+                "RECSYS_KAFKA_SSL_KEYFILE: the key of a client certificate, which "
+                "RECSYS_KAFKA_SSL_CERTFILE does not name"
+            )
+        for name, path in tls.items():
+            if path and not os.path.isfile(path):
+                raise SettingsError(f"{name}: no such file {path!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -332,6 +419,8 @@ def read_env_file(path: str) -> dict[str, str]:
 _AT_LEAST: Mapping[str, float] = MappingProxyType(
     {
         "partitions": 1,
+        "topic_replication_factor": 1,
+        "topic_min_insync_replicas": 1,
         "web_port": 1,
         "batch_events": 1,
         "batch_wait": 0.001,

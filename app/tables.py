@@ -9,6 +9,7 @@ from faust.types import TableT
 
 from app.models import UserState
 from app.settings import Settings
+from app.topics import topic_config
 
 USER_STATE = "user-state"
 
@@ -20,6 +21,7 @@ def user_state_table(app: faust.App, settings: Settings) -> TableT:
         key_type=bytes,
         value_type=UserState,
         partitions=settings.partitions,
+        extra_topic_configs=topic_config(settings),
         help="Each user's accumulated interactions, keyed by the user id's UTF-8 bytes.",
     )
 

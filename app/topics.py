@@ -28,6 +28,12 @@ RESTORE_HEADER = "x-recsys-restore"
 the user's whole state (``app.state_codec`` encoding), which replaces what the table holds."""
 
 
+def topic_config(settings: Settings) -> dict[str, str]:
+    """The broker configuration of every topic the product creates, changelogs included: a
+    record is acknowledged once ``topic_min_insync_replicas`` replicas have it."""
+    return {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+
+
 def partition_for(user_key: bytes, partitions: int) -> int:
     """The partition of ``user-actions``, and of the user's table state, that holds a user.
 
@@ -51,7 +57,7 @@ class Topics:
 
     @classmethod
     def declare(cls, app: faust.App, settings: Settings) -> Topics:
-        def raw(name: str, **declared: Any) -> TopicT:
+        def raw(name: str, config: dict[str, str] | None = None, **declared: Any) -> TopicT:
             return app.topic(
                 name,
                 key_type=bytes,
@@ -60,12 +66,13 @@ class Topics:
                 value_serializer="raw",
                 partitions=settings.partitions,
                 internal=True,
+                config={**topic_config(settings), **(config or {})},
                 **declared,
             )
 
         return cls(
             user_actions=raw(
-                settings.events_topic, config={"retention.ms": str(settings.events_retention_ms)}
+                settings.events_topic, {"retention.ms": str(settings.events_retention_ms)}
             ),
             dead_letters=raw(settings.dead_letter_topic),
             items=raw(settings.items_topic, compacting=True),

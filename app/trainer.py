@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import RedisError
 from scipy.sparse import csr_matrix
 
-from app import model_check, ranker
+from app import kafka_clients, model_check, ranker
 from app.interactions import Interactions, RowsView, Snapshot
 from app.models import COUNT, LAST_AT, WEIGHT
 from app.retraining import RetrainPolicy, als_params
@@ -491,11 +491,7 @@ async def run(settings: Settings, trainer_class: type[Trainer] = Trainer) -> Non
     log.info("trainer %s active", owner)
     trainer = trainer_class(settings, models, owner)
     await trainer.resume_published()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        enable_auto_commit=False,
-        group_id=None,
-    )
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         await _tail_changelog(trainer, consumer)

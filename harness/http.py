@@ -49,3 +49,15 @@ async def get_metric(http: aiohttp.ClientSession, url: str, name: str, **labels:
         for sample in family.samples
         if sample.name == name and labels.items() <= sample.labels.items()
     )
+
+
+async def lag_by_partition(http: aiohttp.ClientSession, url: str, topic: str) -> dict[str, float]:
+    """The consumer lag a worker reports for each partition of a topic it owns."""
+    async with http.get(f"{url}/metrics") as response:
+        text = await response.text()
+    return {
+        sample.labels["partition"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "recsys_consumer_lag_records" and sample.labels["topic"] == topic
+    }

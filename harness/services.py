@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,9 +60,11 @@ def require_services(env: dict[str, str]) -> None:
 
 
 class KafkaBroker:
-    """A single-node broker of the drill's own, on free ports, run by scripts/services.sh."""
+    """A single-node broker of the test's own, on free ports, run by scripts/services.sh:
+    ``overlay`` lines replace lines of infra/kafka/server.properties (other listeners, say),
+    ``format_args`` go to its first storage format (SCRAM credentials, say)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, overlay: str = "", format_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -70,7 +72,12 @@ class KafkaBroker:
             "KAFKA_PORT": str(self.port),
             "KAFKA_CONTROLLER_PORT": str(free_port()),
             "KAFKA_HEAP": "-Xmx384m -Xms128m",
+            "KAFKA_FORMAT_ARGS": " ".join(format_args),
         }
+        if overlay:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "overlay.properties").write_text(overlay)
+            self.env["KAFKA_CONFIG_OVERLAY"] = str(folder / "overlay.properties")
         resolved = ROOT / ".data" / "kafka" / "classpath.txt"
         if resolved.exists():  # skip Maven: the shared broker's jars are the same
             (folder / "kafka").mkdir(parents=True, exist_ok=True)
@@ -81,13 +88,15 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _services(self, action: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [str(ROOT / "scripts" / "services.sh"), action, "kafka"],
             env=self.env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=180,
         )
+        if done.returncode != 0:
+            raise ServiceFailed(f"services.sh {action} kafka failed:\n{done.stdout}{done.stderr}")
 
     def start(self) -> None:
         self._services("start")

@@ -14,6 +14,10 @@
 #   REDIS_PORT             [6379]
 #   KAFKA_HEAP             [-Xmx768m -Xms256m]
 #   KAFKA_START_TIMEOUT    [90]     seconds to wait for the broker to serve
+#   KAFKA_CONFIG_OVERLAY   []       a properties file appended to infra/kafka/server.properties
+#                                   (same @...@ placeholders); its keys win, e.g. other listeners
+#   KAFKA_FORMAT_ARGS      []       more arguments of the first storage format, split on spaces,
+#                                   e.g. --add-scram SCRAM-SHA-512=[name=u,password=p]
 #
 # Layout under $DATA_DIR:
 #   kafka/classpath.txt  kafka/server.properties  kafka/data/  redis/
@@ -36,6 +40,8 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 REDIS_PORT="${REDIS_PORT:-6379}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xmx768m -Xms256m}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+KAFKA_CONFIG_OVERLAY="${KAFKA_CONFIG_OVERLAY:-}"
+KAFKA_FORMAT_ARGS="${KAFKA_FORMAT_ARGS:-}"
 STOP_TIMEOUT=30
 
 KAFKA_INFRA="$REPO_ROOT/infra/kafka"
@@ -139,11 +145,17 @@ kafka_resolve_classpath() {
   mv "$KAFKA_CLASSPATH_FILE.tmp" "$KAFKA_CLASSPATH_FILE"
 }
 
+# The template, then the overlay if any: a key set twice takes its last value.
 kafka_render_config() {
+  local templates=("$KAFKA_INFRA/server.properties")
+  if [[ -n "$KAFKA_CONFIG_OVERLAY" ]]; then
+    [[ -f "$KAFKA_CONFIG_OVERLAY" ]] || die "kafka: KAFKA_CONFIG_OVERLAY: no such file $KAFKA_CONFIG_OVERLAY"
+    templates+=("$KAFKA_CONFIG_OVERLAY")
+  fi
   sed -e "s|@KAFKA_PORT@|$(sed_escape "$KAFKA_PORT")|g" \
       -e "s|@KAFKA_CONTROLLER_PORT@|$(sed_escape "$KAFKA_CONTROLLER_PORT")|g" \
       -e "s|@KAFKA_LOG_DIRS@|$(sed_escape "$KAFKA_LOG_DIRS")|g" \
-      "$KAFKA_INFRA/server.properties" > "$KAFKA_PROPS.tmp"
+      "${templates[@]}" > "$KAFKA_PROPS.tmp"
   mv "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
 }
 
@@ -180,8 +192,10 @@ kafka_format_storage() {
     || die "kafka: 'StorageTool random-uuid' failed (see $KAFKA_OUT)"
   cluster_id="$(printf '%s\n' "$out" | grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1 || true)"
   [[ -n "$cluster_id" ]] || die "kafka: could not read a cluster id from StorageTool output: $out"
+  local extra
+  read -r -a extra <<< "$KAFKA_FORMAT_ARGS"
   if ! kafka_tool kafka.tools.StorageTool format \
-        -t "$cluster_id" -c "$KAFKA_PROPS" >>"$KAFKA_OUT" 2>&1; then
+        -t "$cluster_id" -c "$KAFKA_PROPS" "${extra[@]}" >>"$KAFKA_OUT" 2>&1; then
     tail -n 40 "$KAFKA_OUT" >&2 || true
     die "kafka: storage format failed"
   fi

@@ -15,6 +15,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
+from app import kafka_clients
+from app.settings import Settings
+
 Partition = TypeVar("Partition")
 
 
@@ -48,13 +51,14 @@ async def committed_offsets(
 
 
 class ConsumerLag:
-    """Measures the lag of a worker's assigned partitions of some topics of one group, with
-    Kafka clients of its own: the worker's consumer answers offset requests only between its
-    fetches, which held each measurement 2.5 s on an idle worker and overlapped its timer."""
+    """Measures the lag of a worker's assigned partitions of some topics of its group (the app
+    id), with Kafka clients of its own: the worker's consumer answers offset requests only
+    between its fetches, which held each measurement 2.5 s on an idle worker and overlapped its
+    timer."""
 
-    def __init__(self, bootstrap_servers: str, group: str, topics: Collection[str]) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.group = group
+    def __init__(self, settings: Settings, topics: Collection[str]) -> None:
+        self.settings = settings
+        self.group = settings.app_id
         self.topics = frozenset(topics)
         self._admin: AIOKafkaAdminClient | None = None
         self._offsets: AIOKafkaConsumer | None = None
@@ -76,8 +80,8 @@ class ConsumerLag:
     async def _started(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         """The admin client (committed offsets) and a group-less consumer (log offsets)."""
         if self._admin is None or self._offsets is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-            offsets = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers)
+            admin = kafka_clients.admin(self.settings)
+            offsets = kafka_clients.consumer(self.settings)
             try:
                 await admin.start()
                 await offsets.start()

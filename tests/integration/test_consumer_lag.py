@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.ops.consumer_lag import ConsumerLag
-from harness.http import eventually, post_json
+from app.settings import Settings
+from harness.http import eventually, lag_by_partition, post_json
 from harness.services import KAFKA_BOOTSTRAP
 from harness.worker import running_worker, worker_env
 
@@ -32,7 +31,7 @@ async def test_lag_is_measured_against_the_broker():
         bootstrap_servers=KAFKA_BOOTSTRAP, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
-    lag = ConsumerLag(KAFKA_BOOTSTRAP, group, {topic})
+    lag = ConsumerLag(Settings(kafka_broker=f"kafka://{KAFKA_BOOTSTRAP}", app_id=group), {topic})
     try:
         first, second = TopicPartition(topic, 0), TopicPartition(topic, 1)
         consumer.assign([first, second])
@@ -43,17 +42,6 @@ async def test_lag_is_measured_against_the_broker():
     finally:
         await lag.close()
         await consumer.stop()
-
-
-async def lag_by_partition(http: aiohttp.ClientSession, url: str, topic: str) -> dict[str, float]:
-    async with http.get(f"{url}/metrics") as response:
-        text = await response.text()
-    return {
-        sample.labels["partition"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "recsys_consumer_lag_records" and sample.labels["topic"] == topic
-    }
 
 
 async def test_the_worker_reports_each_partition_it_owns_and_catches_up_to_zero(worker, http):

@@ -133,3 +133,75 @@ def test_an_env_file_naming_no_setting_is_refused_with_the_name(tmp_path):
 def test_a_missing_env_file_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="RECSYS_ENV_FILE: no such file"):
         Settings.from_env({"RECSYS_ENV_FILE": str(tmp_path / "absent.env")})
+
+
+SASL_SSL = {
+    "RECSYS_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "RECSYS_KAFKA_USERNAME": "recsys",
+    "RECSYS_KAFKA_PASSWORD": "secret",
+}
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"RECSYS_KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "RECSYS_KAFKA_SECURITY_PROTOCOL: must be one of PLAINTEXT, SSL, SASL_PLAINTEXT, "
+            "SASL_SSL, got 'TLS'",
+        ),
+        (
+            {**SASL_SSL, "RECSYS_KAFKA_USERNAME": ""},
+            "RECSYS_KAFKA_USERNAME: required with SASL_SSL",
+        ),
+        (
+            {**SASL_SSL, "RECSYS_KAFKA_PASSWORD": ""},
+            "RECSYS_KAFKA_PASSWORD: required with SASL_SSL",
+        ),
+        (
+            {**SASL_SSL, "RECSYS_KAFKA_SASL_MECHANISM": "GSSAPI"},
+            "RECSYS_KAFKA_SASL_MECHANISM: must be one of SCRAM-SHA-512, SCRAM-SHA-256, PLAIN",
+        ),
+        (
+            {"RECSYS_KAFKA_USERNAME": "recsys"},
+            "RECSYS_KAFKA_USERNAME: only used with RECSYS_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT "
+            "or SASL_SSL, got PLAINTEXT",
+        ),
+        (
+            {"RECSYS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "RECSYS_KAFKA_SSL_CAFILE": "ca"},
+            "RECSYS_KAFKA_SSL_CAFILE: only used with RECSYS_KAFKA_SECURITY_PROTOCOL=SSL or "
+            "SASL_SSL, got SASL_PLAINTEXT",
+        ),
+        (
+            {"RECSYS_KAFKA_SECURITY_PROTOCOL": "SSL", "RECSYS_KAFKA_SSL_CAFILE": "/no/ca.pem"},
+            "RECSYS_KAFKA_SSL_CAFILE: no such file '/no/ca.pem'",
+        ),
+        (
+            {"RECSYS_KAFKA_SECURITY_PROTOCOL": "SSL", "RECSYS_KAFKA_SSL_KEYFILE": "client.key"},
+            "RECSYS_KAFKA_SSL_KEYFILE: the key of a client certificate, which "
+            "RECSYS_KAFKA_SSL_CERTFILE does not name",
+        ),
+        (
+            {"RECSYS_TOPIC_REPLICATION_FACTOR": "0"},
+            "RECSYS_TOPIC_REPLICATION_FACTOR: must be at least 1",
+        ),
+        (
+            {"RECSYS_TOPIC_REPLICATION_FACTOR": "3", "RECSYS_TOPIC_MIN_INSYNC_REPLICAS": "4"},
+            r"RECSYS_TOPIC_MIN_INSYNC_REPLICAS: must be at most RECSYS_TOPIC_REPLICATION_FACTOR "
+            r"\(3\), got 4",
+        ),
+    ],
+)
+def test_a_kafka_setting_that_cannot_connect_or_would_be_ignored_is_refused_naming_it(
+    variables, message
+):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(variables).validate()
+
+
+def test_sasl_over_tls_with_the_systems_cas_is_accepted():
+    Settings.from_env(SASL_SSL).validate()
+
+
+def test_the_kafka_password_is_not_in_the_settings_repr():
+    assert "secret" not in repr(Settings.from_env(SASL_SSL))
