@@ -90,12 +90,18 @@ async def probe(
 
 
 async def timed_reads(
-    http: aiohttp.ClientSession, url: str, users: list[str], rate: float, stop: asyncio.Event
+    http: aiohttp.ClientSession,
+    url: str,
+    users: list[str],
+    rate: float,
+    stop: asyncio.Event,
+    seed: int = 3,
+    latencies: list[float] | None = None,
 ) -> list[float]:
     """``GET /recommend/{user}?n=10`` for random known users at ``rate`` per second until
-    stopped; each read's milliseconds, timed from this process (its loop also drives the
-    load, so these are upper bounds)."""
-    latencies, rng = [], random.Random(3)
+    stopped; each read's milliseconds (appended to ``latencies`` as they come, when given),
+    timed from this process (its loop also drives the load, so these are upper bounds)."""
+    latencies, rng = [] if latencies is None else latencies, random.Random(seed)
     while not stop.is_set():
         started = time.perf_counter()
         async with http.get(f"{url}/recommend/{rng.choice(users)}?n=10") as response:

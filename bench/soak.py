@@ -26,7 +26,7 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as
 
 import aiohttp
 from _support import children, machine, own_worker, rss_bytes, write_report
-from freshness import background_load, load_sample, percentile, prepare, probe
+from freshness import background_load, load_sample, percentile, prepare, probe, timed_reads
 from redis.asyncio import Redis
 
 MIB = 2**20
@@ -37,28 +37,6 @@ DRIFT_COLUMNS = (
     "freshness_p99_ms",
     "read_p99_ms",
 )
-
-
-async def reader(
-    http: aiohttp.ClientSession,
-    url: str,
-    users: list[str],
-    rate: float,
-    stop: asyncio.Event,
-    seed: int,
-    latencies: list[float],
-) -> None:
-    """``GET /recommend/{user}?n=10`` at ``rate`` per second on a fixed clock (a slow answer
-    does not lower the rate: the next reads go out at once), each read's ms appended."""
-    rng, next_at = random.Random(seed), time.monotonic()
-    while not stop.is_set():
-        started = time.perf_counter()
-        async with http.get(f"{url}/recommend/{rng.choice(users)}?n=10") as response:
-            await response.read()
-            assert response.status == 200, response.status
-        latencies.append((time.perf_counter() - started) * 1000)
-        next_at += 1 / rate
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
 
 async def prober(
@@ -135,7 +113,7 @@ async def soak(url: str, prefix: str, worker_pid: int, args: argparse.Namespace)
             ),
             *(
                 asyncio.create_task(
-                    reader(http, url, users, args.read_rate / args.readers, stop, seed, reads)
+                    timed_reads(http, url, users, args.read_rate / args.readers, stop, seed, reads)
                 )
                 for seed in range(args.readers)
             ),
