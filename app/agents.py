@@ -22,6 +22,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT, TableT
 
+from app.actions import IMPRESSION
 from app.models import UserState, empty_state
 from app.ops import metrics
 from app.refresher import ListRefresher
@@ -196,13 +197,17 @@ class EventProcessor:
             states[key] = state
             metrics.duplicates_skipped.inc()
             return key
+        metrics.events_processed.labels(
+            metrics.action_label(action.action, self.settings.action_weights)
+        ).inc()
+        if action.action == IMPRESSION:  # a showing: the list is re-ranked, nothing learnt
+            states[key] = state.with_impression(action, message.offset, origin)
+            self.refresher.touch(action.user_id, states[key])
+            return key
         weight = self.settings.weight(action.action)
         states[key] = state.with_action(
             action, weight, message.offset, origin, self.settings.max_items_per_user
         )
-        metrics.events_processed.labels(
-            metrics.action_label(action.action, self.settings.action_weights)
-        ).inc()
         self.refresher.record(action, weight, states[key], message.timestamp)
         return key
 

@@ -136,7 +136,10 @@ def _event(settings: Settings) -> Schema:
                 + ", ".join(
                     f"{name} {weight:g}" for name, weight in settings.action_weights.items()
                 )
-                + f"; any other action {settings.default_weight:g}",
+                + f"; any other action {settings.default_weight:g}. A negative weight "
+                "takes the item out of the user's positives; `impression` records a showing "
+                "(no weight): an item shown RECSYS_IMPRESSION_LIMIT times without an action "
+                "on it is demoted in the user's lists",
             },
             "timestamp": {
                 "type": ["number", "string"],
@@ -481,6 +484,7 @@ def openapi_document(settings: Settings) -> Schema:
                                 "last_event_at",
                                 "interactions",
                                 "hidden",
+                                "impressions",
                             ],
                             "properties": {
                                 "user_id": {"type": "string"},
@@ -491,6 +495,13 @@ def openapi_document(settings: Settings) -> Schema:
                                     "type": "array",
                                     "items": {"type": "string"},
                                     "description": "items the user hid, oldest hide first",
+                                },
+                                "impressions": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                    "description": "item -> times shown (impression actions) "
+                                    "since the user's last action on it, least recently shown "
+                                    "first; at RECSYS_IMPRESSION_LIMIT it is demoted",
                                 },
                             },
                         },

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 
 import faust
 
+from app.actions import IMPRESSION, summed_weight
 from app.state_codec import USER_STATE_CODEC, as_float32, event_id_hash, whole_seconds
 
 RECENT_EVENT_IDS = 100
 """How many of a user's latest client event ids are remembered to recognise a re-sent event."""
 MAX_HIDDEN = 1000
 """How many items a user's hides keep (the latest): a hide older than that is forgotten."""
+MAX_IMPRESSIONS = 200
+"""How many items a user's impression counts keep (the latest shown): older ones are forgotten."""
 
 WEIGHT, COUNT, LAST_AT = range(3)
 """Positions in a user's per-item entry ``[summed weight, event count, last event time]``.
@@ -50,7 +53,9 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     for re-keyed copies: origin partition -> highest origin offset applied.
     ``recent_event_ids`` holds 64-bit hashes (:func:`app.state_codec.event_id_hash`) of the
     latest client event ids, oldest first. ``hidden`` lists the items the user hid (never in
-    their lists), oldest hide first, at most :data:`MAX_HIDDEN`.
+    their lists), oldest hide first, at most :data:`MAX_HIDDEN`. ``impressions`` counts, per
+    item, how often it was shown to the user since their last action on it, least recently
+    shown first, at most :data:`MAX_IMPRESSIONS` items.
     """
 
     items: dict[str, list[float]]
@@ -60,6 +65,7 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
     recent_event_ids: list[int] = []  # noqa: RUF012 - faust copies record defaults
     hidden: list[str] = []  # noqa: RUF012 - faust copies record defaults
+    impressions: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
 
     def has_applied(
         self, offset: int, origin: tuple[int, int] | None, event_id: str | None = None
@@ -88,37 +94,85 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     ) -> UserState:
         """A new state with one more event; the receiver is left unchanged.
 
-        With ``max_items`` set and exceeded, the least recently used items are dropped (ties:
-        the lower weight, then the smaller id), so the same events always leave the same items.
+        The item's weight accumulates by :func:`app.actions.summed_weight`, and the item's
+        impressions are forgotten: the user reacted to it. With ``max_items`` set and
+        exceeded, the least recently used items are dropped (ties: the lower weight, then the
+        smaller id), so the same events always leave the same items.
         """
         items = dict(self.items)
         previous = items.get(action.item_id)
         seconds = whole_seconds(action.timestamp)
         if previous is None:
-            items[action.item_id] = [as_float32(weight), 1, seconds]
+            items[action.item_id] = [as_float32(summed_weight(0.0, weight)), 1, seconds]
         else:
             items[action.item_id] = [
-                as_float32(previous[WEIGHT] + weight),
+                as_float32(summed_weight(previous[WEIGHT], weight)),
                 previous[COUNT] + 1,
                 max(previous[LAST_AT], seconds),
             ]
         if max_items is not None and len(items) > max_items:
             for item_id in _least_recent(items, len(items) - max_items):
                 del items[item_id]
+        impressions = self.impressions
+        if action.item_id in impressions:
+            impressions = {k: v for k, v in impressions.items() if k != action.item_id}
+        return self._replace(
+            action,
+            offset,
+            origin,
+            items=items,
+            event_count=self.event_count + 1,
+            last_event_at=max(self.last_event_at, action.timestamp),
+            impressions=impressions,
+        )
+
+    def with_impression(
+        self, action: UserAction, offset: int, origin: tuple[int, int] | None
+    ) -> UserState:
+        """A new state in which the item was shown once more (an ``impression``): its count
+        grows and it becomes the latest shown. The user's items and event count stay as they
+        are: a showing is not an interaction."""
+        impressions = {k: v for k, v in self.impressions.items() if k != action.item_id}
+        impressions[action.item_id] = self.impressions.get(action.item_id, 0) + 1
+        if len(impressions) > MAX_IMPRESSIONS:
+            impressions = dict(list(impressions.items())[-MAX_IMPRESSIONS:])
+        return self._replace(action, offset, origin, impressions=impressions)
+
+    def with_event(
+        self,
+        action: UserAction,
+        weight: float,
+        offset: int,
+        origin: tuple[int, int] | None,
+        max_items: int | None = None,
+    ) -> UserState:
+        """:meth:`with_impression` for an ``impression``, else :meth:`with_action`."""
+        if action.action == IMPRESSION:
+            return self.with_impression(action, offset, origin)
+        return self.with_action(action, weight, offset, origin, max_items)
+
+    def _replace(
+        self, action: UserAction, offset: int, origin: tuple[int, int] | None, **fields: object
+    ) -> UserState:
+        """This state with ``fields`` replaced and ``action`` (at ``offset``) marked applied."""
         forwarded = self.forwarded_offsets
         if origin is not None:
             forwarded = {**forwarded, str(origin[0]): origin[1]}
         event_ids = self.recent_event_ids
         if action.event_id is not None:
             event_ids = [*event_ids[-(RECENT_EVENT_IDS - 1) :], event_id_hash(action.event_id)]
+        current = {
+            "items": self.items,
+            "event_count": self.event_count,
+            "last_event_at": self.last_event_at,
+            "hidden": self.hidden,
+            "impressions": self.impressions,
+        }
         return UserState(
-            items=items,
-            event_count=self.event_count + 1,
-            last_event_at=max(self.last_event_at, action.timestamp),
+            **{**current, **fields},
             applied_offset=offset,
             forwarded_offsets=forwarded,
             recent_event_ids=event_ids,
-            hidden=self.hidden,
         )
 
     def with_hidden(self, item_ids: Sequence[str], hidden: bool, offset: int) -> UserState:
@@ -137,7 +191,15 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
             forwarded_offsets=self.forwarded_offsets,
             recent_event_ids=self.recent_event_ids,
             hidden=kept,
+            impressions=self.impressions,
         )
+
+    def demoted(self, limit: int) -> frozenset[str]:
+        """Items shown to the user at least ``limit`` times without an action on them since
+        (none when ``limit`` is 0): the serving policy puts them after every other candidate."""
+        if limit <= 0:
+            return frozenset()
+        return frozenset(item_id for item_id, shown in self.impressions.items() if shown >= limit)
 
     def weights(self) -> dict[str, float]:
         """Item -> summed weight: the user's row of the interaction matrix."""

@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from app import serving
 from app.models import LAST_AT, WEIGHT
 from app.popularity import Trending, accumulators
-from app.refresher import ListRefresher, history
+from app.refresher import ListRefresher
 from app.serving import ServedList
 from app.settings import Settings
 from app.stores import Stores
@@ -98,7 +98,7 @@ class RedisRecovery:
         batch = self.settings.refresh_batch
         for start in range(0, len(recency), batch):
             users = {
-                user_id: history(state)
+                user_id: self.refresher.history(state)
                 for _, user_id in recency[start : start + batch]
                 if (state := self.refresher.states.get(user_id)) is not None
             }
@@ -119,7 +119,7 @@ class RedisRecovery:
             return refresher.popular_list(self.last_popular(), ())
         (entry,) = serving.user_lists(
             refresher.model,
-            [history(state)],
+            [refresher.history(state)],
             refresher.catalogue,
             self.last_popular(),
             refresher.rules,

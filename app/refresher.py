@@ -69,9 +69,15 @@ class StateSource(Protocol):
     def items(self) -> Iterable[tuple[str, UserState]]: ...
 
 
-def history(state: UserState) -> UserHistory:
-    """What the serving policy reads of a user's table state."""
-    return UserHistory(state.event_count, state.weights(), frozenset(state.hidden))
+def history(state: UserState, impression_limit: int) -> UserHistory:
+    """What the serving policy reads of a user's table state; ``impression_limit`` is the
+    setting of that name (0: nothing is demoted)."""
+    return UserHistory(
+        state.event_count,
+        state.weights(),
+        frozenset(state.hidden),
+        state.demoted(impression_limit),
+    )
 
 
 UserFactorsSource = Callable[[str], Awaitable[ranker.UserFactors | None]]
@@ -154,9 +160,13 @@ class ListRefresher:
             if hit:
                 self.arms.count(arm, "hits")
 
+    def history(self, state: UserState) -> UserHistory:
+        """What the serving policy reads of a user's table state, under these settings."""
+        return history(state, self.settings.impression_limit)
+
     def touch(self, user_id: str, state: UserState) -> None:
         """The user's state changed: rank them on the next tick, from this state."""
-        self._touched[user_id] = history(state)
+        self._touched[user_id] = self.history(state)
         self._work_waiting.set()
 
     def forget(self, user_id: str) -> None:
@@ -225,7 +235,7 @@ class ListRefresher:
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):
             del self._stale[user_id]
             if user_id not in users and (state := self.states.get(user_id)) is not None:
-                users[user_id] = history(state)
+                users[user_id] = self.history(state)
         try:
             for increments in popularity.values():
                 await self.stores.popularity.add(increments)
@@ -380,9 +390,9 @@ class ListRefresher:
         who did the same gets, their vector folded in on the fly. Nothing is stored."""
         state, weight, cap = empty_state(), self.settings.weight, self.settings.max_items_per_user
         for offset, action in enumerate(actions):
-            state = state.with_action(action, weight(action.action), offset, None, cap)
+            state = state.with_event(action, weight(action.action), offset, None, cap)
         (entry,) = serving.user_lists(
-            self.model, [history(state)], self.catalogue, popular, self.rules
+            self.model, [self.history(state)], self.catalogue, popular, self.rules
         )
         return entry
 
@@ -432,7 +442,7 @@ class ListRefresher:
         """The miss path: compute (and cache) a held user's list; popular for unknown users."""
         state = self.states.get(user_id)
         if state is not None:
-            return (await self.refresh({user_id: history(state)}))[user_id]
+            return (await self.refresh({user_id: self.history(state)}))[user_id]
         return self.popular_list(await self.trending(), ())
 
     def close(self) -> None:

@@ -6,8 +6,10 @@ A user with few events (``content_max_events``) whom the catalogue can match get
 theirs blended with what is popular; otherwise a user the model knows gets the personal ALS
 list; anybody else gets the popular items they have not seen. Unavailable items, items hidden
 from everyone until later (``hidden_until``) and items the user hid are never listed; seen
-items never either. An anonymous session's list (``POST /recommend``) is the list of a user
-who did the same. Pure numerics: no Faust, no I/O.
+items never either (a disliked or returned item is seen). Items shown to the user too often
+without a reaction (``impression_limit``) come after every other candidate, so they leave a
+full list and come back only when nothing else is left. An anonymous session's list
+(``POST /recommend``) is the list of a user who did the same. Pure numerics: no Faust, no I/O.
 """
 
 from __future__ import annotations
@@ -121,6 +123,18 @@ class UserHistory(NamedTuple):
     event_count: int
     weights: Mapping[str, float]  # item -> summed action weight
     hidden: frozenset[str] = frozenset()  # items the user hid: never in their list
+    demoted: frozenset[str] = frozenset()  # items shown too often: after all other candidates
+
+
+def demote(
+    items: Sequence[tuple[str, float]], demoted: Collection[str], n: int
+) -> list[tuple[str, float]]:
+    """The first ``n`` of ``items`` once the demoted ones are moved after all the others
+    (each part keeping its order)."""
+    if not demoted:
+        return list(items[:n])
+    kept = [entry for entry in items if entry[0] not in demoted]
+    return (kept + [entry for entry in items if entry[0] in demoted])[:n]
 
 
 def popular_list(
@@ -131,13 +145,14 @@ def popular_list(
     now: float,
     model_version: str | None,
     half_life: float | None = None,
+    length: int | None = None,
 ) -> ServedList:
-    """Popular items the user has not seen, available, scored by their decayed weight at the
-    time ``popular`` is read at; written at ``now``. Its ``event_count`` is 0:
-    :func:`user_lists` stamps a user's own."""
+    """The ``length`` (default: the list length) most popular items the user has not seen,
+    available, scored by their decayed weight at the time ``popular`` is read at; written at
+    ``now``. Its ``event_count`` is 0: :func:`user_lists` stamps a user's own."""
     half_life = half_life or rules.popularity_half_life
     hidden = catalogue.withheld(now).union(seen)
-    items = ranker.popular_excluding(popular.items, hidden, rules.list_length)
+    items = ranker.popular_excluding(popular.items, hidden, length or rules.list_length)
     return ServedList(
         items=[
             (item, ranker.decayed_value(score, popular.as_of, half_life)) for item, score in items
@@ -169,36 +184,39 @@ def user_lists(
     rows = [user.weights for user in users]
     unavailable, content = catalogue.withheld(now), catalogue.content
     version = None if model is None else model.version
-    most_hidden = max((len(user.hidden) for user in users), default=0)
+    most_left_out = max((len(user.hidden) + len(user.demoted) for user in users), default=0)
     personal = (
         [[]] * len(rows)
         if model is None
         else ranker.recommend(
-            model, rows, rules.list_length + most_hidden, exclude=unavailable, vectors=vectors
+            model, rows, rules.list_length + most_left_out, exclude=unavailable, vectors=vectors
         )
     )
     lists = []
     for user, ranked in zip(users, personal, strict=True):
-        items = [entry for entry in ranked if entry[0] not in user.hidden][: rules.list_length]
+        length = rules.list_length + len(user.demoted)  # candidates to demote within
+        items = [entry for entry in ranked if entry[0] not in user.hidden][:length]
         left_out = unavailable | user.hidden
         similar = (
-            content.recommend_for_profile(user.weights, rules.list_length, exclude=left_out)
+            content.recommend_for_profile(user.weights, length, exclude=left_out)
             if content is not None and user.event_count <= rules.content_max_events
             else []
         )
         seen = user.weights.keys() | user.hidden
         if similar:
-            trending = popular_list(popular, seen, catalogue, rules, now, version)
+            trending = popular_list(popular, seen, catalogue, rules, now, version, length=length)
             source = "content"
-            items = blend(similar, trending["items"], rules.content_weight, rules.list_length)
+            items = blend(similar, trending["items"], rules.content_weight, length)
         elif items:
             source = "personal"
         else:
             source = "popular"
-            items = popular_list(popular, seen, catalogue, rules, now, version)["items"]
+            items = popular_list(popular, seen, catalogue, rules, now, version, length=length)[
+                "items"
+            ]
         lists.append(
             ServedList(
-                items=items,
+                items=demote(items, user.demoted, rules.list_length),
                 source=source,
                 model_version=version,
                 updated_at=now,

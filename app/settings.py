@@ -15,6 +15,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app.actions import IMPRESSION
 from app.experiments import Experiment, parse_arms
 
 MAX_ITEMS_PER_USER = 2**16 - 1
@@ -28,8 +29,15 @@ KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 """The username-and-password mechanisms aiokafka speaks."""
 
-DEFAULT_ACTION_WEIGHTS = {"view": 0.5, "click": 1.0, "purchase": 2.0, "return": -2.0}
-"""A ``return`` cancels a purchase: a purchase then a return of the same item sums to zero."""
+DEFAULT_ACTION_WEIGHTS = {
+    "view": 0.5,
+    "click": 1.0,
+    "purchase": 2.0,
+    "return": -2.0,
+    "dislike": -1.0,
+}
+"""A negative action (``return``, ``dislike``) takes the item out of the user's positives
+(:func:`app.actions.summed_weight`); ``impression`` has no weight and cannot be given one."""
 
 
 class SettingsError(ValueError):
@@ -193,6 +201,9 @@ class Settings:
     """Further half-lives ``/popular?half_life=`` offers, comma-separated seconds."""
     max_events_per_request: int = 1000
     max_items_per_request: int = 1000
+    impression_limit: int = 3
+    """Showings of an item (``impression`` actions) without an action on it after which the
+    item goes after every other candidate in that user's lists; 0 turns demotion off."""
     max_items_per_user: int = 100
     """Items a user's state keeps; beyond it the least recently used go (1 to 65,535).
 
@@ -270,6 +281,10 @@ class Settings:
             raise SettingsError(
                 f"RECSYS_MAX_ITEMS_PER_USER: must be at most {MAX_ITEMS_PER_USER}, "
                 f"got {self.max_items_per_user}"
+            )
+        if IMPRESSION in self.action_weights:
+            raise SettingsError(
+                f"RECSYS_ACTION_WEIGHTS: {IMPRESSION!r} takes no weight: it counts showings"
             )
         for name, low in _AT_LEAST.items():
             if getattr(self, name) < low:
@@ -446,6 +461,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "max_events_per_request": 1,
         "max_items_per_request": 1,
         "max_items_per_user": 1,
+        "impression_limit": 0,
         "content_max_events": 0,
         "max_body_bytes": 1,
         "max_id_length": 1,

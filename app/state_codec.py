@@ -19,6 +19,10 @@ Format 2 is format 1 (format byte 2) followed by the user's hidden items: their 
 (uint16), the UTF-8 lengths of their ids (uint16), then the ids' bytes. It is written only for
 a user who hid something, so everyone else's records stay format 1, byte for byte.
 
+Format 3 is format 2 (format byte 3, the hidden part possibly empty) followed by the user's
+impression counts: their number (uint16), the UTF-8 lengths of the ids (uint16), the counts
+(uint16, saturating), then the ids' bytes. It is written only for a user with impressions.
+
 Records written before these formats are JSON objects; a value starting with ``{`` is decoded
 as such, so an existing changelog replays as before.
 """
@@ -35,6 +39,8 @@ from faust.serializers.codecs import Codec
 
 FORMAT_V1 = 1
 FORMAT_V2 = 2  # format 1 and the hidden items
+FORMAT_V3 = 3  # format 2 and the impression counts
+MAX_COUNT16 = 2**16 - 1
 _HEADER = struct.Struct("<BIdqHHB")
 _JSON_START = ord("{")
 MAX_SECONDS = 2**32 - 1
@@ -62,24 +68,30 @@ def whole_seconds(timestamp: float) -> int:
 
 
 def encode_state(state: Mapping[str, Any]) -> bytes:
-    """Format 1 bytes of a state's field mapping, format 2 when it has hidden items (see the
-    module docstring)."""
+    """Format 1 bytes of a state's field mapping, format 2 when it has hidden items, 3 when it
+    has impressions (see the module docstring)."""
     items: Mapping[str, list[float]] = state["items"]
     forwarded: Mapping[str, int] = state.get("forwarded_offsets") or {}
     event_ids: list[int] = state.get("recent_event_ids") or []
     hidden = [item_id.encode() for item_id in state.get("hidden") or ()]
+    impressions: Mapping[str, int] = state.get("impressions") or {}
     ids = [item_id.encode() for item_id in items]
     entries = list(items.values())
     n_forwarded, n_ids, n_items = len(forwarded), len(event_ids), len(ids)
-    hidden_part = (
-        (struct.pack(f"<H{len(hidden)}H", len(hidden), *map(len, hidden)), *hidden)
-        if hidden
+    version = FORMAT_V3 if impressions else FORMAT_V2 if hidden else FORMAT_V1
+    hidden_part = _id_list(hidden) if version >= FORMAT_V2 else ()
+    impressions_part = (
+        _id_list(
+            [item_id.encode() for item_id in impressions],
+            [min(int(count), MAX_COUNT16) for count in impressions.values()],
+        )
+        if impressions
         else ()
     )
     return b"".join(
         (
             _HEADER.pack(
-                FORMAT_V2 if hidden else FORMAT_V1,
+                version,
                 state.get("event_count", 0),
                 state.get("last_event_at", 0.0),
                 state.get("applied_offset", -1),
@@ -102,18 +114,39 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
             ),
             *ids,
             *hidden_part,
+            *impressions_part,
         )
     )
 
 
+def _id_list(ids: list[bytes], counts: list[int] | None = None) -> tuple[bytes, ...]:
+    """The encoding of a list of ids: their number, their lengths, ``counts`` if given (uint16
+    each), then the ids' bytes."""
+    numbers = [*map(len, ids), *(counts or ())]
+    return (struct.pack(f"<H{len(numbers)}H", len(ids), *numbers), *ids)
+
+
+def _decode_id_list(value: bytes, offset: int, counted: bool) -> tuple[list[str], list[int], int]:
+    """The ids (and counts, when ``counted``) of an :func:`_id_list` at ``offset``, and the
+    offset after it."""
+    (n,) = struct.unpack_from("<H", value, offset)
+    numbers = struct.unpack_from(f"<{2 * n if counted else n}H", value, offset + 2)
+    offset += 2 + 2 * len(numbers)
+    ids = []
+    for length in numbers[:n]:
+        ids.append(value[offset : offset + length].decode())
+        offset += length
+    return ids, list(numbers[n:]), offset
+
+
 def decode_state(value: bytes) -> dict[str, Any]:
-    """The field mapping of an encoded state: format 1, or the JSON of older records."""
+    """The field mapping of an encoded state: formats 1 to 3, or the JSON of older records."""
     if value[0] == _JSON_START:
         return _from_json(orjson.loads(value))
     version, event_count, last_event_at, applied_offset, n_forwarded, n_items, n_ids = (
         _HEADER.unpack_from(value)
     )
-    if version not in (FORMAT_V1, FORMAT_V2):
+    if version not in (FORMAT_V1, FORMAT_V2, FORMAT_V3):
         raise ValueError(f"unknown user state format {version}")
     offset = _HEADER.size
     head = struct.Struct(f"<{n_forwarded}H{n_forwarded}q{n_ids}Q")
@@ -131,14 +164,13 @@ def decode_state(value: bytes) -> dict[str, Any]:
     for length, weight, count, last in zip(lengths, weights, counts, lasts, strict=True):
         items[value[offset : offset + length].decode()] = [weight, count, last]
         offset += length
-    hidden = []
-    if version == FORMAT_V2:
-        (n_hidden,) = struct.unpack_from("<H", value, offset)
-        hidden_lengths = struct.unpack_from(f"<{n_hidden}H", value, offset + 2)
-        offset += 2 + 2 * n_hidden
-        for length in hidden_lengths:
-            hidden.append(value[offset : offset + length].decode())
-            offset += length
+    hidden: list[str] = []
+    impressions: dict[str, int] = {}
+    if version >= FORMAT_V2:
+        hidden, _, offset = _decode_id_list(value, offset, counted=False)
+    if version == FORMAT_V3:
+        shown, counts, offset = _decode_id_list(value, offset, counted=True)
+        impressions = dict(zip(shown, counts, strict=True))
     return {
         "items": items,
         "event_count": event_count,
@@ -147,6 +179,7 @@ def decode_state(value: bytes) -> dict[str, Any]:
         "forwarded_offsets": {str(p): o for p, o in zip(partitions, origin_offsets, strict=True)},
         "recent_event_ids": list(columns[2 * n_forwarded :]),
         "hidden": hidden,
+        "impressions": impressions,
     }
 
 

@@ -99,13 +99,14 @@ class Trainer:
         state = decode_state(value)
         entries = state["items"]
         weights = list(map(_weight, entries.values()))
-        positions = self.interactions.put(
-            user_id, entries.keys(), weights, state.get("event_count", 0)
-        )
+        event_count = state.get("event_count", 0)
+        counted_before = self.interactions.event_count(user_id)
+        positions = self.interactions.put(user_id, entries.keys(), weights, event_count)
         if self.model is not None:
             for position in positions[~self._known_items()[positions]].tolist():
                 self.new_item_users[self.interactions.item_id(position)].add(user_id)
-        if self.settings.check_pairs:
+        if self.settings.check_pairs and event_count > counted_before:
+            # only a record with new events made new pairs (a hide or a showing did not)
             self._note_first_pairs(user_id, entries, state.get("last_event_at", 0.0))
 
     def _note_first_pairs(

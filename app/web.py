@@ -511,6 +511,7 @@ class UserInteractions(ProductView):
                     for item_id, entry in state.items.items()
                 },
                 "hidden": state.hidden,
+                "impressions": state.impressions,
             }
         )
 

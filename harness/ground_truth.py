@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from app.actions import summed_weight
 from app.settings import Settings
 from app.state_codec import as_float32, whole_seconds
 
@@ -49,7 +50,9 @@ def expected_states(events: list[dict[str, Any]], settings: Settings) -> dict[st
         entry = state["interactions"].setdefault(
             event["item_id"], {"weight": 0.0, "count": 0, "last_at": 0.0}
         )
-        entry["weight"] = as_float32(entry["weight"] + settings.weight(event["action"]))
+        entry["weight"] = as_float32(
+            summed_weight(entry["weight"], settings.weight(event["action"]))
+        )
         entry["count"] += 1
         entry["last_at"] = max(entry["last_at"], whole_seconds(event["timestamp"]))
     return dict(states)

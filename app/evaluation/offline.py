@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from app import ranker
+from app.actions import summed_weight
 from app.datasets import Event
 from app.ops.progress import Progress
 from app.ranking_metrics import METRICS, user_metrics
@@ -89,7 +90,8 @@ def _relevant(
     summed: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for event in test:
         if event.user_id in users:
-            summed[event.user_id][event.item_id] += weight(event.action)
+            row = summed[event.user_id]
+            row[event.item_id] = summed_weight(row[event.item_id], weight(event.action))
     relevant = {}
     for user_id, items in summed.items():
         chosen = frozenset(
@@ -157,7 +159,8 @@ def interaction_rows(events: Iterable[Event], weight: Weight) -> dict[str, dict[
     """User -> item -> summed action weight, as the product's per-user state holds it."""
     rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for event in events:
-        rows[event.user_id][event.item_id] += weight(event.action)
+        row = rows[event.user_id]
+        row[event.item_id] = summed_weight(row[event.item_id], weight(event.action))
     return {user_id: dict(items) for user_id, items in rows.items()}
 
 

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from app import ranker, serving
+from app.actions import summed_weight
 from app.datasets import Event
 from app.evaluation.offline import bootstrap_indices
 from app.ops.progress import Progress
@@ -323,7 +324,7 @@ def simulate(
     def feed(event: Event) -> None:
         w = weight(event.action)
         row = rows[event.user_id]
-        row[event.item_id] = row.get(event.item_id, 0.0) + w
+        row[event.item_id] = summed_weight(row.get(event.item_id, 0.0), w)
         counts[event.user_id] += 1
         popularity.add(event.item_id, w, event.timestamp)
 

@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from app.actions import IMPRESSION
+
 OTHER_ACTION = "other"
 events_accepted = Counter(
     "recsys_events_accepted", "Events acknowledged by Kafka for POST /events.", ["action"]
@@ -218,6 +220,7 @@ def set_consumer_lag(lag: Mapping[tuple[str, int], int]) -> None:
 
 
 def action_label(action: str, configured: Collection[str]) -> str:
-    """The ``action`` label of an event: its action when configured, else ``other``. A label
-    never takes a client's string: each new one is a series in every worker and in Prometheus."""
-    return action if action in configured else OTHER_ACTION
+    """The ``action`` label of an event: its action when configured (or ``impression``), else
+    ``other``. A label never takes a client's string: each new one is a series in every worker
+    and in Prometheus."""
+    return action if action in configured or action == IMPRESSION else OTHER_ACTION

@@ -179,7 +179,7 @@ async def test_a_valid_event_is_applied_to_its_users_state(worker):
     )
     assert worker.state == expected
     assert worker.changelog == [(KEY, expected)]
-    assert worker.touched == {USER: history(expected)}
+    assert worker.touched == {USER: history(expected, impression_limit=0)}
     assert metric("recsys_events_processed_total", action="purchase") == processed + 1
     assert drained(worker.forwarded) == drained(worker.dead_letters) == []
 
@@ -479,3 +479,26 @@ def test_nothing_is_waiting_at_the_highwater_or_before_a_partitions_first_fetch(
     highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 5}  # 2: never fetched
 
     assert not agents.more_waiting(batch, highwaters.get)
+
+
+async def test_an_impression_counts_a_showing_re_ranks_the_user_and_counts_once(worker):
+    await worker.deliver(action(), offset=5)
+    processed = metric("recsys_events_processed_total", action="impression")
+
+    await worker.deliver(action(item_id="i2", action="impression"), offset=6)
+    await worker.deliver(action(item_id="i2", action="impression"), offset=6)  # re-delivered
+
+    state = worker.state
+    assert state.impressions == {"i2": 1}
+    assert state.event_count == 1 and state.items == {"i1": [2.0, 1, WHEN]}
+    assert worker.touched == {USER: history(state, worker.product.settings.impression_limit)}
+    assert metric("recsys_events_processed_total", action="impression") == processed + 1
+
+
+async def test_a_dislike_takes_a_purchased_item_out_of_the_users_positives(worker):
+    await worker.deliver(action(), offset=5)
+    await worker.deliver(action(), offset=6)
+
+    await worker.deliver(action(action="dislike"), offset=7)
+
+    assert worker.state.items == {"i1": [0.0, 3, WHEN]}

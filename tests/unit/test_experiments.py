@@ -15,7 +15,7 @@ from app import experiments, ranker, serving
 from app.experiments import Arm, parse_arms
 from app.models import UserAction
 from app.ops.metrics import ArmTally
-from app.refresher import ListRefresher, history
+from app.refresher import ListRefresher
 from app.serving import CatalogueSnapshot
 from app.settings import Settings, SettingsError
 from tests.unit.test_serving_paths import POPULAR, ROWS, WHEN, HeldStates, state_of
@@ -197,11 +197,11 @@ def test_an_arm_without_fold_in_ranks_by_the_users_vector_of_the_last_fit(two_ar
     refresher, states, (folded, fitted, unfitted) = two_arm_refresher
     model = refresher.model
 
-    ranked = refresher.lists({user: history(states[user]) for user in states}, POPULAR)
+    ranked = refresher.lists({user: refresher.history(states[user]) for user in states}, POPULAR)
     lists = dict(zip(states, ranked, strict=True))
 
     (expected_folded,) = serving.user_lists(
-        model, [history(states[folded])], refresher.catalogue, POPULAR, refresher.rules
+        model, [refresher.history(states[folded])], refresher.catalogue, POPULAR, refresher.rules
     )
     scores = model.item_factors @ model.item_factors[model.item_positions["g"]]
     order = [model.item_ids[i] for i in np.argsort(-scores) if model.item_ids[i] not in "abd"]

@@ -15,6 +15,7 @@ PURE = (
     "retraining",
     "ranking_metrics",
     "experiments",
+    "actions",
 )
 """Numerics only: no Faust, no Kafka, no Redis, no HTTP."""
 

@@ -8,6 +8,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from app import model_check, ranker
+from app.actions import IMPRESSION
 from app.model_check import HeldOut, Verdict
 from app.models import UserAction, UserState, empty_state
 from app.settings import Settings
@@ -108,6 +109,19 @@ def test_the_trainer_remembers_the_newest_first_interactions_up_to_its_cap():
 
     assert list(trainer.first_pairs) == [("b", "x"), ("b", "z"), ("c", "q")]
     assert ("a", "x") not in trainer.first_pairs  # its second event is not a first one
+
+
+def test_a_record_without_new_events_does_not_note_its_pairs_again():
+    trainer = Trainer(Settings(check_pairs=3), FakeModels(), "test")  # type: ignore[arg-type]
+    states: dict[str, UserState] = {}
+    trainer.apply(b"a", state_bytes(states, "a", "x", 100.0))
+    trainer.apply(b"b", state_bytes(states, "b", "y", 101.0))
+    showing = UserAction(user_id="a", item_id="z", action=IMPRESSION, timestamp=102.0)
+
+    trainer.apply(b"a", states["a"].with_impression(showing, 102, None).dumps())
+    trainer.apply(b"a", states["a"].with_hidden(["y"], hidden=True, offset=103).dumps())
+
+    assert list(trainer.first_pairs.items()) == [(("a", "x"), 1), (("b", "y"), 2)]
 
 
 def next_purchases(rows: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

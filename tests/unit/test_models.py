@@ -1,6 +1,15 @@
 """UserState: accumulation of weighted actions and exactly-once application by offset."""
 
-from app.models import COUNT, LAST_AT, WEIGHT, UserAction, UserState, empty_state
+from app.actions import IMPRESSION
+from app.models import (
+    COUNT,
+    LAST_AT,
+    MAX_IMPRESSIONS,
+    WEIGHT,
+    UserAction,
+    UserState,
+    empty_state,
+)
 
 
 def act(item_id: str, timestamp: float = 100.0) -> UserAction:
@@ -41,3 +50,61 @@ def test_state_survives_a_round_trip_through_the_changelog_encoding():
     decoded = UserState.loads(state.dumps())
     assert decoded.weights() == {"a": 1.0}
     assert decoded.has_applied(6, (3, 900)) and decoded.applied_offset == 5
+
+
+def shown(item_id: str) -> UserAction:
+    return UserAction(user_id="u", item_id=item_id, action=IMPRESSION, timestamp=200.0)
+
+
+def test_an_impression_counts_a_showing_and_is_no_interaction():
+    state = empty_state().with_action(act("a"), 1.0, offset=0, origin=None)
+    showing = state.with_impression(shown("b"), offset=1, origin=None)
+    showing = showing.with_impression(shown("b"), offset=2, origin=None)
+
+    assert showing.impressions == {"b": 2}
+    assert (showing.items, showing.event_count, showing.last_event_at) == (
+        state.items,
+        state.event_count,
+        state.last_event_at,
+    )
+    assert showing.has_applied(2, None) and not showing.has_applied(3, None)
+
+
+def test_an_action_on_a_shown_item_forgets_its_impressions():
+    state = empty_state().with_impression(shown("a"), offset=0, origin=None)
+    state = state.with_impression(shown("b"), offset=1, origin=None)
+
+    state = state.with_action(act("a"), 1.0, offset=2, origin=None)
+
+    assert state.impressions == {"b": 1}
+
+
+def test_items_shown_the_limit_times_are_demoted_and_a_limit_of_0_demotes_nothing():
+    state = empty_state()
+    for offset, item_id in enumerate(["a", "b", "a", "a"]):
+        state = state.with_impression(shown(item_id), offset=offset, origin=None)
+
+    assert state.demoted(3) == {"a"}
+    assert state.demoted(1) == {"a", "b"}
+    assert state.demoted(0) == set()
+
+
+def test_impressions_keep_the_latest_shown_items_only():
+    state = empty_state()
+    for offset in range(MAX_IMPRESSIONS + 1):
+        state = state.with_impression(shown(f"i{offset}"), offset=offset, origin=None)
+    state = state.with_impression(shown("i1"), offset=MAX_IMPRESSIONS + 1, origin=None)
+
+    assert len(state.impressions) == MAX_IMPRESSIONS
+    assert "i0" not in state.impressions
+    assert list(state.impressions)[-1] == "i1", "shown again, it is the latest"
+
+
+def test_a_negative_action_takes_the_item_out_of_the_positives():
+    state = empty_state().with_action(act("a"), 2.0, offset=0, origin=None)
+    state = state.with_action(act("a"), 2.0, offset=1, origin=None)
+
+    state = state.with_action(act("a"), -1.0, offset=2, origin=None)
+
+    assert state.weights() == {"a": 0.0}
+    assert state.items["a"][COUNT] == 3, "the item stays seen"

@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app import ranker, serving
+from app.actions import IMPRESSION
 from app.models import COUNT, ItemRecord, UserAction, UserState, empty_state
 from app.popularity import Trending
 from app.redis_recovery import RedisRecovery
@@ -70,7 +71,7 @@ STATES = {
     "personal": state_of("a", "b", "d", "b", "d"),  # 5 events: more than content_max_events
     "content": state_of("a"),  # 1 event: the catalogue matches it
 }
-HISTORIES = {user_id: history(state) for user_id, state in STATES.items()}
+HISTORIES = {user_id: history(state, impression_limit=0) for user_id, state in STATES.items()}
 
 
 class HeldStates:
@@ -137,7 +138,7 @@ def assert_same_list(served: ServedList, expected: ServedList) -> None:
 
 @pytest.mark.parametrize("user", ["personal", "content"])
 def test_the_refreshers_list_is_the_policys(refresher, user):
-    (served,) = refresher.lists({user: history(STATES[user])}, POPULAR)
+    (served,) = refresher.lists({user: refresher.history(STATES[user])}, POPULAR)
 
     assert served["source"] == user
     assert served["items"]
@@ -145,7 +146,7 @@ def test_the_refreshers_list_is_the_policys(refresher, user):
 
 
 def test_the_personal_list_is_the_models_ranking_of_unseen_available_items(refresher, model):
-    (served,) = refresher.lists({"personal": history(STATES["personal"])}, POPULAR)
+    (served,) = refresher.lists({"personal": refresher.history(STATES["personal"])}, POPULAR)
 
     [ranked] = ranker.recommend(model, [STATES["personal"].weights()], 5, exclude={SOLD_OUT})
     assert served["items"] == ranked
@@ -165,7 +166,7 @@ def test_an_unavailable_item_is_never_listed(refresher, recovery):
 
 @pytest.mark.parametrize("user", ["personal", "content"])
 def test_without_redis_a_held_user_gets_the_refreshers_list(refresher, recovery, user):
-    (refreshed,) = refresher.lists({user: history(STATES[user])}, POPULAR)
+    (refreshed,) = refresher.lists({user: refresher.history(STATES[user])}, POPULAR)
 
     assert_same_list(recovery.list_without_redis(user), refreshed)
 
@@ -229,7 +230,7 @@ async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model)
     other = asyncio.create_task(other_task())
     await asyncio.sleep(0)
     try:
-        await refresher.refresh({user: history(state) for user, state in users.items()})
+        await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
     finally:
         other.cancel()
         refresher.close()
@@ -255,7 +256,7 @@ async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next
     refresher.batch_applied(behind=True)
     batches = asyncio.create_task(stream())
     try:
-        await refresher.refresh({user: history(state) for user, state in users.items()})
+        await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
     finally:
         batches.cancel()
         refresher.close()
@@ -272,7 +273,7 @@ async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model
     refresher.batch_applied(behind=True)  # more was waiting, and then nothing came
     started = time.monotonic()
     try:
-        await refresher.refresh({user: history(state) for user, state in users.items()})
+        await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
     finally:
         refresher.close()
 
@@ -334,11 +335,54 @@ def test_an_item_the_user_hid_leaves_their_list_and_nothing_else_does(refresher,
     state = STATES["personal" if user == "popular" else user]
     if user == "popular":
         refresher.model = None
-    (shown,) = refresher.lists({user: history(state)}, POPULAR)
+    (shown,) = refresher.lists({user: refresher.history(state)}, POPULAR)
     top = shown["items"][0][0]
 
     hiding = state.with_hidden([top], hidden=True, offset=99)
-    (served,) = refresher.lists({user: history(hiding)}, POPULAR)
+    (served,) = refresher.lists({user: refresher.history(hiding)}, POPULAR)
 
     assert served["source"] == user
     assert {item for item, _ in served["items"]} == {item for item, _ in shown["items"]} - {top}
+
+
+def shown_times(state: UserState, item_id: str, times: int) -> UserState:
+    """The state after the item was shown ``times`` more times (``impression`` actions)."""
+    for offset in range(times):
+        action = UserAction("u", item_id, IMPRESSION, WHEN)
+        state = state.with_impression(action, 100 + offset, None)
+    return state
+
+
+@pytest.mark.parametrize("user", ["personal", "content", "popular"])
+def test_an_item_shown_the_limit_times_goes_after_every_other_candidate(refresher, user):
+    state = STATES["personal" if user == "popular" else user]
+    if user == "popular":
+        refresher.model = None
+    (shown,) = refresher.lists({user: refresher.history(state)}, POPULAR)
+    listed = [item for item, _ in shown["items"]]
+
+    showing = shown_times(state, listed[0], SETTINGS.impression_limit)
+    (served,) = refresher.lists({user: refresher.history(showing)}, POPULAR)
+    demoted = [item for item, _ in served["items"]]
+
+    assert served["source"] == user
+    assert demoted[: len(listed) - 1] == listed[1:], "the others move up, in their order"
+    assert listed[0] not in demoted[:-1], "it is last, or out of a full list"
+
+
+def test_an_item_shown_fewer_times_than_the_limit_keeps_its_place(refresher):
+    state = STATES["personal"]
+    (shown,) = refresher.lists({"personal": refresher.history(state)}, POPULAR)
+
+    showing = shown_times(state, shown["items"][0][0], SETTINGS.impression_limit - 1)
+    (served,) = refresher.lists({"personal": refresher.history(showing)}, POPULAR)
+
+    assert served["items"] == shown["items"]
+
+
+def test_demote_moves_demoted_items_after_the_others_and_cuts_to_n():
+    items = [("a", 4.0), ("b", 3.0), ("c", 2.0), ("d", 1.0)]
+
+    assert serving.demote(items, {"a", "c"}, 4) == [("b", 3.0), ("d", 1.0), ("a", 4.0), ("c", 2.0)]
+    assert serving.demote(items, {"a"}, 3) == [("b", 3.0), ("c", 2.0), ("d", 1.0)]
+    assert serving.demote(items, set(), 2) == items[:2]

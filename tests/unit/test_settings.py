@@ -21,6 +21,16 @@ def test_a_return_weighs_minus_two_and_cancels_a_purchase():
     assert settings.weight("purchase") + settings.weight("return") == 0.0
 
 
+def test_a_dislike_weighs_minus_one():
+    assert Settings().weight("dislike") == -1.0
+
+
+def test_an_impression_cannot_be_given_a_weight():
+    settings = Settings.from_env({"RECSYS_ACTION_WEIGHTS": "view=1,impression=0.1"})
+    with pytest.raises(SettingsError, match="RECSYS_ACTION_WEIGHTS: 'impression' takes no weight"):
+        settings.validate()
+
+
 def test_an_unknown_action_gets_the_default_weight():
     assert Settings().weight("wishlist") == 0.1
 

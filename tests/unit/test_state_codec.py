@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from app.actions import IMPRESSION
 from app.models import MAX_HIDDEN, RECENT_EVENT_IDS, UserAction, UserState, empty_state
 from app.state_codec import decode_state, encode_state, event_id_hash
 
@@ -67,8 +68,8 @@ def test_an_old_json_record_without_optional_fields_decodes():
 
 
 def test_an_unknown_format_is_refused():
-    with pytest.raises(ValueError, match="unknown user state format 3"):
-        decode_state(b"\x03" + empty_state().dumps()[1:])
+    with pytest.raises(ValueError, match="unknown user state format 4"):
+        decode_state(b"\x04" + empty_state().dumps()[1:])
 
 
 def test_hidden_items_survive_the_encoding_as_format_2_and_others_stay_format_1():
@@ -148,3 +149,15 @@ def test_a_capped_heavy_user_encodes_in_a_size_set_by_the_caps():
     assert len(state.items) == 100 and len(state.recent_event_ids) == RECENT_EVENT_IDS
     # header 26 + 12 origins * 10 + 100 ids * 8 + 100 items * (14 + 6 bytes of id)
     assert len(state.dumps()) == 26 + 12 * 10 + 100 * 8 + 100 * 20
+
+
+def test_impressions_survive_the_encoding_as_format_3():
+    state = empty_state().with_hidden(["x"], hidden=True, offset=1)
+    showing = state.with_impression(UserAction("u", "é-ü", IMPRESSION, WHEN), 2, None)
+    showing = showing.with_impression(UserAction("u", "b", IMPRESSION, WHEN), 3, None)
+    showing = showing.with_impression(UserAction("u", "é-ü", IMPRESSION, WHEN), 4, None)
+
+    assert showing.dumps()[0] == 3
+    assert round_trip(showing) == showing
+    assert round_trip(showing).impressions == {"b": 1, "é-ü": 2}
+    assert round_trip(state).impressions == {} and state.dumps()[0] == 2
