@@ -9,7 +9,7 @@ from scipy.sparse import csr_matrix
 
 from app import model_check, ranker
 from app.actions import IMPRESSION
-from app.model_check import HeldOut, Verdict
+from app.model_check import HeldOut, judge
 from app.models import UserAction, UserState, empty_state
 from app.settings import Settings
 from app.trainer import Trainer
@@ -59,15 +59,41 @@ def test_without_pairs_removes_exactly_the_held_entries():
 def test_a_candidate_is_refused_only_below_the_serving_score_by_more_than_the_margin(
     candidate, accepted
 ):
-    verdict = Verdict(
-        {"HR@10": 0.5, "NDCG@10": candidate},
-        {"HR@10": 0.5, "NDCG@10": 0.2},
-        users=60,
-        pairs=90,
+    users = np.ones(60)
+    verdict = judge(
+        {"HR@10": 0.5 * users, "NDCG@10": candidate * users},
+        {"HR@10": 0.5 * users, "NDCG@10": 0.2 * users},
         margin=0.05,
+        pairs=90,
     )
 
     assert verdict.accepted is accepted
+
+
+def hits(users: int, hit: int, first: int = 0) -> np.ndarray:
+    """Per-user HR@10 of ``users`` users: ``hit`` of them from ``first`` on hit."""
+    scores = np.zeros(users)
+    scores[first : first + hit] = 1.0
+    return scores
+
+
+@pytest.mark.parametrize(
+    ("candidate_hits", "serving_hits", "accepted"),
+    [(4, 8, True), (40, 80, False), (80, 80, True)],
+    ids=["half as many of a few hits: chance", "half as many of many: worse", "as many"],
+)
+def test_a_shortfall_counts_only_beyond_chance(candidate_hits, serving_hits, accepted):
+    candidate, serving = hits(2000, candidate_hits, first=1000), hits(2000, serving_hits)
+
+    verdict = judge(
+        {"HR@10": candidate, "NDCG@10": candidate},
+        {"HR@10": serving, "NDCG@10": serving},
+        margin=0.1,
+        pairs=2000,
+    )
+
+    assert verdict.accepted is accepted
+    assert verdict.candidate["HR@10"] == candidate_hits / 2000
 
 
 def held_from(rows: dict[str, dict[str, float]]) -> HeldOut:
