@@ -112,6 +112,11 @@ class Settings:
     """Partitions of the topics and tables; fixed once the topics exist."""
     store: str = "rocksdb://"
     """Faust table store; ``memory://`` replays the whole changelog on every start."""
+    table_memory_mib: int = 64
+    """RocksDB memory per table partition a worker holds: a block cache of half of it and two
+    write buffers of a quarter each. Faust's defaults (a 2 GiB cache and three 64 MiB buffers
+    per partition) let a worker of 8 partitions grow towards 17 GiB; the soak saw it climb by
+    about 30 MiB a minute."""
     data_dir: str = ".data/worker"
     web_host: str = "127.0.0.1"
     """The worker's web address as other workers reach it."""
@@ -462,6 +467,7 @@ _AT_LEAST: Mapping[str, float] = MappingProxyType(
         "max_items_per_request": 1,
         "max_items_per_user": 1,
         "impression_limit": 0,
+        "table_memory_mib": 4,
         "content_max_events": 0,
         "max_body_bytes": 1,
         "max_id_length": 1,

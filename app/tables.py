@@ -12,6 +12,17 @@ from app.settings import Settings
 from app.topics import topic_config
 
 USER_STATE = "user-state"
+MIB = 2**20
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """The RocksDB options of a table partition: memory bounded by ``table_memory_mib``."""
+    budget = settings.table_memory_mib * MIB
+    return {
+        "block_cache_size": budget // 2,
+        "write_buffer_size": budget // 4,
+        "max_write_buffer_number": 2,
+    }
 
 
 def user_state_table(app: faust.App, settings: Settings) -> TableT:
@@ -22,6 +33,7 @@ def user_state_table(app: faust.App, settings: Settings) -> TableT:
         value_type=UserState,
         partitions=settings.partitions,
         extra_topic_configs=topic_config(settings),
+        options=rocksdb_options(settings),
         help="Each user's accumulated interactions, keyed by the user id's UTF-8 bytes.",
     )
 
