@@ -127,7 +127,7 @@ def write_report(report: object, name: str, indent: int = 2) -> None:
     out = RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=indent))
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out}")
 
 
 WRK_SUMMARY = Path(__file__).with_name("wrk_summary.lua")
