@@ -56,6 +56,11 @@ MAX_TICK_USERS = 2_000
 for the first of them and the lists held, when a backlog has touched many users."""
 NEVER = (0.0, 0)
 """The entry of an item the user's state does not hold (weight, count)."""
+REFRESH_BUDGET = 0.05
+"""Seconds of list work, while the stream is behind, between two of its batches. Waiting for a
+batch after every slice instead made a tick's wait grow with its users: in the 30-minute soak
+at 1,000 events/s, ticks of about 1,500 users waited for some 47 batches, and freshness p99
+went from 90 ms to 1.6 s at minute 7 and never came back."""
 STREAM_WAIT = 0.5
 """Seconds a slice of lists waits for the stream's next batch while the stream is behind; a
 stream that has nothing more in that time is no longer behind."""
@@ -115,6 +120,7 @@ class ListRefresher:
         self._work_waiting = asyncio.Event()
         self._stream_behind = False
         self._batch_applied = asyncio.Event()
+        self._stream_turn = time.monotonic()  # when the stream last applied a batch
 
     @property
     def model_version(self) -> str | None:
@@ -182,12 +188,14 @@ class ListRefresher:
     def batch_applied(self, behind: bool) -> None:
         """The stream applied a batch; ``behind`` when more events wait in Kafka."""
         self._stream_behind = behind
+        self._stream_turn = time.monotonic()
         self._batch_applied.set()
 
     async def _yield_to_the_stream(self) -> None:
         """Between two slices of lists: let the agent and the web views run, and while the
-        stream is behind, let it apply its next batch first."""
-        if not self._stream_behind:
+        stream is behind and has not applied a batch for ``REFRESH_BUDGET``, let it apply its
+        next batch first."""
+        if not self._stream_behind or time.monotonic() - self._stream_turn < REFRESH_BUDGET:
             await asyncio.sleep(0)
             return
         self._batch_applied.clear()

@@ -239,7 +239,10 @@ async def test_a_refresh_yields_to_the_event_loop_between_slices_of_users(model)
     assert sorted(fake.written) == sorted(users)
 
 
-async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next_batch(model):
+async def test_while_the_stream_is_behind_a_slice_past_the_budget_waits_for_its_next_batch(
+    model, monkeypatch
+):
+    monkeypatch.setattr("app.refresher.REFRESH_BUDGET", 0.0)
     users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
     refresher = refresher_writing_to(WrittenLists(), users, refresh_slice=2)
     refresher.model = model
@@ -264,8 +267,26 @@ async def test_while_the_stream_is_behind_each_slice_of_lists_waits_for_its_next
     assert order == ["slice of 2", "batch", "slice of 2", "batch", "slice of 1"]
 
 
+async def test_within_the_budget_slices_do_not_wait_for_a_stream_that_is_behind(model, monkeypatch):
+    monkeypatch.setattr("app.refresher.REFRESH_BUDGET", 10.0)
+    users = {f"u{n}": state_of("a", "b", "d", "b", "d") for n in range(5)}
+    refresher = refresher_writing_to(WrittenLists(), users, refresh_slice=2)
+    refresher.model = model
+    order = slices_logged(refresher)
+    refresher.batch_applied(behind=True)  # and no batch comes while the lists are computed
+    started = time.monotonic()
+    try:
+        await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
+    finally:
+        refresher.close()
+
+    assert order == ["slice of 2", "slice of 2", "slice of 1"]
+    assert time.monotonic() - started < 0.25, "no STREAM_WAIT (0.5 s) was spent"
+
+
 async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model, monkeypatch):
     monkeypatch.setattr("app.refresher.STREAM_WAIT", 0.2)
+    monkeypatch.setattr("app.refresher.REFRESH_BUDGET", 0.0)
     users = {f"u{n}": state_of("a", "b") for n in range(5)}
     written = WrittenLists()
     refresher = refresher_writing_to(written, users, refresh_slice=1)
