@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import csv
 import itertools
-import json
 import math
 import random
 import statistics
@@ -36,11 +35,7 @@ from _support import machine, own_worker, write_report
 from redis.asyncio import Redis
 
 from harness.data import SAMPLE_EVENTS
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+from harness.freshness import percentile, prepare, probe
 
 
 async def background_load(
@@ -64,29 +59,6 @@ async def background_load(
         next_at += 0.1
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     return sent
-
-
-async def probe(
-    http: aiohttp.ClientSession, redis: Redis, url: str, prefix: str, user_id: str
-) -> tuple[float, float, float] | None:
-    key = f"{prefix}:rec:{user_id}"
-    entry = json.loads(await redis.get(key) or "null")
-    if not entry or entry["source"] != "personal":
-        return None
-    top = entry["items"][0][0]
-    sent_at = time.time()
-    async with http.post(
-        f"{url}/events", json={"user_id": user_id, "item_id": top, "action": "click"}
-    ) as response:
-        assert response.status == 202
-    accepted_at = time.time()
-    deadline = accepted_at + 10
-    while time.time() < deadline:
-        entry = json.loads(await redis.get(key))
-        if top not in (item for item, _ in entry["items"]):
-            return entry["updated_at"] - accepted_at, entry["updated_at"] - sent_at, accepted_at
-        await asyncio.sleep(0.003)
-    return math.inf, math.inf, accepted_at
 
 
 async def timed_reads(
@@ -162,31 +134,6 @@ def summary(label: str, results: list[tuple[float, float, float]], load: int) ->
 def load_sample() -> list[dict[str, str]]:
     with open(SAMPLE_EVENTS, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-async def prepare(url: str, prefix: str, rows: list[dict[str, str]]) -> None:
-    """Feed the sample to a new worker, fit on it, and wait for every user's personal list."""
-    users = sorted({row["user_id"] for row in rows})
-    redis = Redis.from_url("redis://127.0.0.1:6379/0")
-    async with aiohttp.ClientSession() as http:
-        for start in range(0, len(rows), 1000):
-            async with http.post(f"{url}/events", json={"events": rows[start : start + 1000]}):
-                pass
-        await asyncio.sleep(5)  # the first fit starts once data arrives; refit on all of it
-        async with http.post(f"{url}/admin/retrain"):
-            pass
-        await asyncio.sleep(5)
-        while True:
-            for user in users:  # a read of an older model's list re-ranks it on a coming tick
-                async with http.get(f"{url}/recommend/{user}") as response:
-                    await response.read()
-            await asyncio.sleep(1)
-            entries = [
-                json.loads(await redis.get(f"{prefix}:rec:{user}") or "null") for user in users
-            ]
-            if all(entry and entry["source"] == "personal" for entry in entries):
-                break
-    await redis.aclose()
 
 
 async def measure(url: str, prefix: str, args: argparse.Namespace) -> list[dict]:

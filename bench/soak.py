@@ -26,8 +26,10 @@ sys.path.append(str(Path(__file__).resolve().parent.parent))  # harness/, run as
 
 import aiohttp
 from _support import children, machine, own_worker, rss_bytes, write_report
-from freshness import background_load, load_sample, percentile, prepare, probe, timed_reads
+from freshness import background_load, load_sample, timed_reads
 from redis.asyncio import Redis
+
+from harness.freshness import percentile, prepare, probe_until_stopped
 
 MIB = 2**20
 DRIFT_COLUMNS = (
@@ -37,27 +39,6 @@ DRIFT_COLUMNS = (
     "freshness_p99_ms",
     "read_p99_ms",
 )
-
-
-async def prober(
-    http: aiohttp.ClientSession,
-    redis: Redis,
-    url: str,
-    prefix: str,
-    users: list[str],
-    rate: float,
-    stop: asyncio.Event,
-    freshness: list[float],
-) -> None:
-    """Freshness probes at ``rate`` per second, cycling through ``users``: ms from the 202 to
-    the user's rewritten list (inf past 10 s)."""
-    turn = 0
-    while not stop.is_set():
-        result = await probe(http, redis, url, prefix, users[turn % len(users)])
-        turn += 1
-        if result is not None:
-            freshness.append(result[0] * 1000)
-        await asyncio.sleep(1 / rate)
 
 
 def minute_row(
@@ -103,13 +84,13 @@ async def soak(url: str, prefix: str, worker_pid: int, args: argparse.Namespace)
     redis = Redis.from_url(args.redis)
     stop = asyncio.Event()
     reads: list[float] = []
-    freshness: list[float] = []
+    probed: list[tuple[float, float, float]] = []
     minutes = []
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
         tasks = [
             asyncio.create_task(background_load(http, url, args.rate, items, stop)),
             asyncio.create_task(
-                prober(http, redis, url, prefix, users, args.probe_rate, stop, freshness)
+                probe_until_stopped(http, redis, url, prefix, users, args.probe_rate, stop, probed)
             ),
             *(
                 asyncio.create_task(
@@ -125,11 +106,11 @@ async def soak(url: str, prefix: str, worker_pid: int, args: argparse.Namespace)
                 minute,
                 worker_pid,
                 (await redis.info("memory"))["used_memory"],
-                freshness[:],
+                [accepted * 1000 for accepted, _, _ in probed],
                 reads[:],
                 await processed(http, url),
             )
-            freshness.clear()
+            probed.clear()
             reads.clear()
             minutes.append(row)
             print_row(row)

@@ -1,5 +1,5 @@
-"""Events sent straight to a worker's topic, as any Kafka client would send them, and how
-many records its topics hold."""
+"""Events sent straight to a worker's topic, as any Kafka client would send them, how many
+records its topics hold, and who leads its partitions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from app import kafka_clients
+from app.settings import Settings
 from harness.services import KAFKA_BOOTSTRAP
 from harness.worker import WorkerProcess
 
@@ -59,3 +61,20 @@ async def records_logged(process: WorkerProcess) -> int:
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()
+
+
+async def partition_leaders(
+    env: dict[str, str], topic: str
+) -> dict[int, tuple[int, frozenset[int]]]:
+    """Each partition of ``topic``, as the brokers of these settings describe it now: its leader's
+    broker id (-1 while it has none) and the ids of its in-sync replicas."""
+    admin = kafka_clients.admin(Settings.from_env(env))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return {
+        partition["partition"]: (partition["leader"], frozenset(partition["isr"]))
+        for partition in described["partitions"]
+    }

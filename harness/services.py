@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -60,17 +61,22 @@ def require_services(env: dict[str, str]) -> None:
 
 
 class KafkaBroker:
-    """A single-node broker of the test's own, on free ports, run by scripts/services.sh:
-    ``overlay`` lines replace lines of infra/kafka/server.properties (other listeners, say),
-    ``format_args`` go to its first storage format (SCRAM credentials, say)."""
+    """A broker of the test's own, on free ports, run by scripts/services.sh: ``overlay`` lines
+    replace lines of infra/kafka/server.properties (other listeners, say), ``format_args`` go to
+    its first storage format (SCRAM credentials, say). With ``nodes=3``, a cluster of three
+    KRaft nodes (each a broker and a controller voter, node ids 1 to 3) with the script's
+    cluster settings: replication factor 3, min ISR 2."""
 
-    def __init__(self, folder: Path, overlay: str = "", format_args: Sequence[str] = ()) -> None:
-        self.port = free_port()
+    def __init__(
+        self, folder: Path, overlay: str = "", format_args: Sequence[str] = (), nodes: int = 1
+    ) -> None:
+        self.folder = folder
+        self.ports = [free_port() for _ in range(nodes)]
         self.env = {
             **os.environ,
             "DATA_DIR": str(folder),
-            "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_PORT": ",".join(map(str, self.ports)),
+            "KAFKA_CONTROLLER_PORT": ",".join(str(free_port()) for _ in range(nodes)),
             "KAFKA_HEAP": "-Xmx384m -Xms128m",
             "KAFKA_FORMAT_ARGS": " ".join(format_args),
         }
@@ -85,24 +91,48 @@ class KafkaBroker:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """Every node's address, comma-separated, as clients take it."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.ports)
 
-    def _services(self, action: str) -> None:
+    @property
+    def nodes(self) -> range:
+        """The node ids, which are also the broker ids in the cluster's metadata."""
+        return range(1, len(self.ports) + 1)
+
+    def _target(self, node: int | None) -> str:
+        return "kafka" if node is None else f"kafka-{node}"
+
+    def _services(self, action: str, node: int | None = None) -> None:
+        target = self._target(node)
         done = subprocess.run(
-            [str(ROOT / "scripts" / "services.sh"), action, "kafka"],
+            [str(ROOT / "scripts" / "services.sh"), action, target],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=180,
         )
         if done.returncode != 0:
-            raise ServiceFailed(f"services.sh {action} kafka failed:\n{done.stdout}{done.stderr}")
+            raise ServiceFailed(
+                f"services.sh {action} {target} failed:\n{done.stdout}{done.stderr}"
+            )
 
-    def start(self) -> None:
-        self._services("start")
+    def start(self, node: int | None = None) -> None:
+        """Start every node (they wait for each other's quorum), or only node ``node``."""
+        self._services("start", node)
 
-    def stop(self) -> None:
-        self._services("stop")
+    def stop(self, node: int | None = None) -> None:
+        """Stop every node, or only node ``node``, the way a deployment does (SIGTERM)."""
+        self._services("stop", node)
+
+    def kill(self, node: int) -> None:
+        """kill -9 node ``node`` of a cluster: no controlled shutdown, nothing flushed."""
+        pid = int((self.folder / "run" / f"{self._target(node)}.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while listening("127.0.0.1", self.ports[node - 1]):
+            if time.monotonic() > deadline:
+                raise ServiceFailed(f"kafka node {node} (pid {pid}) still listens after SIGKILL")
+            time.sleep(0.05)
 
 
 class RedisServer:

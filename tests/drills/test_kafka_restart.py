@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
 
 from harness.ground_truth import read_states
-from harness.http import eventually, get_json, get_metric
+from harness.http import Answer, eventually, get_json, get_metric, post_all_along
 from harness.services import KafkaBroker
 from harness.worker import running_worker, worker_env
 
@@ -25,41 +24,14 @@ RETRY_DELAY_CAP = 1.0
 """Seconds a client waits before retrying: Retry-After, capped to keep the test short."""
 
 
-@dataclass
-class Answer:
-    index: int
-    sent_at: float
-    status: int
-    retry_after: str | None
-
-
-async def post_all_along(http, url: str, answers: list[Answer]) -> None:
-    """A new event every 50 ms, each with an item of its own, retried with its event_id on
-    503 until accepted; posts do not wait for each other."""
-
-    async def post(index: int) -> None:
-        event = {
-            "user_id": f"user-{index % USERS}",
-            "item_id": f"item-{index}",
-            "action": "view",
-            "event_id": f"event-{index}",
-        }
-        while True:
-            sent_at = time.monotonic()
-            async with http.post(f"{url}/events", json=event) as response:
-                retry_after = response.headers.get("Retry-After")
-                answers.append(Answer(index, sent_at, response.status, retry_after))
-            if response.status != 503:
-                return
-            await asyncio.sleep(min(float(retry_after or 1), RETRY_DELAY_CAP))
-
-    posts: list[asyncio.Task[None]] = []
-    try:
-        for index in range(1_000_000):
-            posts.append(asyncio.create_task(post(index)))
-            await asyncio.sleep(0.05)
-    finally:
-        await asyncio.gather(*posts)
+def event(index: int) -> dict[str, str]:
+    """A new event for each post, each with an item of its own."""
+    return {
+        "user_id": f"user-{index % USERS}",
+        "item_id": f"item-{index}",
+        "action": "view",
+        "event_id": f"event-{index}",
+    }
 
 
 async def test_across_a_kafka_restart_posts_get_503_until_it_is_back_and_retried_events_count_once(
@@ -76,7 +48,11 @@ async def test_across_a_kafka_restart_posts_get_503_until_it_is_back_and_retried
     answers: list[Answer] = []
     try:
         with running_worker(env, tmp_path / "worker.log") as process:
-            posting = asyncio.create_task(post_all_along(http, process.url, answers))
+            posting = asyncio.create_task(
+                post_all_along(
+                    http, f"{process.url}/events", event, 0.05, answers, retry_cap=RETRY_DELAY_CAP
+                )
+            )
 
             async def consuming():
                 status, body = await get_json(http, f"{process.url}/users/user-0")
