@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from app import kafka_clients
 from app.settings import Settings
@@ -64,13 +66,39 @@ async def records_logged(process: WorkerProcess) -> int:
 
 
 async def partition_leaders(
-    env: dict[str, str], topic: str
+    env: dict[str, str], topic: str, within: float = 30.0
 ) -> dict[int, tuple[int, frozenset[int]]]:
     """Each partition of ``topic``, as the brokers of these settings describe it now: its leader's
-    broker id (-1 while it has none) and the ids of its in-sync replicas."""
+    broker id (-1 while it has none) and the ids of its in-sync replicas.
+
+    aiokafka's admin client sends the request to a random broker of its last metadata, which
+    lists a killed broker until the controller fences it: a refused or timed-out attempt is
+    retried (each bounded) for ``within`` seconds, then fails saying so."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            async with asyncio.timeout(ATTEMPT_TIMEOUT):
+                return await _describe_partitions(env, topic)
+        except (KafkaError, TimeoutError) as error:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no broker of {Settings.from_env(env).bootstrap_servers} described {topic} "
+                    f"within {within} s: {error!r}"
+                ) from error
+            await asyncio.sleep(0.2)
+
+
+ATTEMPT_TIMEOUT = 10.0
+"""Seconds one admin connection and describe may take (a broker that accepts but never answers
+would otherwise hold it for aiokafka's 40 s request timeout)."""
+
+
+async def _describe_partitions(
+    env: dict[str, str], topic: str
+) -> dict[int, tuple[int, frozenset[int]]]:
     admin = kafka_clients.admin(Settings.from_env(env))
-    await admin.start()
     try:
+        await admin.start()
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
