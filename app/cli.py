@@ -96,9 +96,12 @@ def add_commands(product: Product) -> None:
 
 @command()
 async def create_topics(self: ProductCommand) -> None:
-    """Create user-actions, its dead-letter topic and items with the configured partitions."""
+    """Create user-actions, its dead-letter topic, items and the user-state changelog with the
+    configured partitions. The changelog too: a worker that creates it itself can subscribe
+    before every broker knows it, and a consumer given metadata without it sees 0 partitions
+    (its agent fails on the first table write) until its next metadata refresh, 5 minutes on."""
     await self.app.producer.maybe_start()
-    for topic in self.product.topics.all:
+    for topic in (*self.product.topics.all, self.product.user_state.changelog_topic):
         await topic.maybe_declare()
         self.say(f"topic {topic.get_topic_name()}: {self.product.settings.partitions} partitions")
     await self.app.producer.stop()
