@@ -5,7 +5,8 @@ a batch fold into one state, written once, so a batch costs one table write and 
 record per user instead of one per event. Faust acks a batch's events only after its body ran,
 and flushes the producer (changelog records, re-keyed copies, dead letters) before it commits
 an offset, so a committed offset never passes an event whose records Kafka has not
-acknowledged. The ALS work is batched by the refresher, off the event loop.
+acknowledged. A batch that fails is never committed, and the worker stops rather than go on
+past it (:func:`never_commit`, ``CrashingSupervisor``). The ALS work is batched by the refresher, off the event loop.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from faust.exceptions import ConsumerNotStarted
 from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT, TableT
+from mode import CrashingSupervisor
 
 from app.actions import IMPRESSION
 from app.models import UserState, empty_state
@@ -219,6 +221,15 @@ def more_waiting(events: Sequence[EventT], highwater: Callable[[TP], int | None]
     return any((highwater(tp) or 0) > offset + 1 for tp, offset in last.items())
 
 
+def never_commit(events: Sequence[EventT]) -> None:
+    """Keep the offsets of a batch that failed from ever being committed. ``take_events`` acks
+    a batch when its body ends, failed or not, and the consumer commits what was acked (on an
+    agent's error too), so the batch would be lost. A message already marked acked is passed
+    over by that ack: no commit goes past it, and the restarted worker applies it again."""
+    for event in events:
+        event.message.acked = True
+
+
 def add_agents(product: Product) -> None:
     """Register the two stream agents on the product's Faust app."""
     app, topics, processor = product.faust, product.topics, product.processor
@@ -236,7 +247,11 @@ def add_agents(product: Product) -> None:
 
     async def process_user_actions(stream: StreamT) -> None:
         async for events in stream.take_events(batch_events, within=batch_wait):
-            await processor.apply(events)
+            try:
+                await processor.apply(events)
+            except Exception:
+                never_commit(events)
+                raise
             product.refresher.batch_applied(behind=more_waiting(events, highwater))
 
     async def store_items(stream: StreamT) -> None:
@@ -250,5 +265,12 @@ def add_agents(product: Product) -> None:
                     log.warning("skipped a malformed catalogue record: %s", error)
             await catalogue.put(records)
 
-    app.agent(topics.user_actions, name=f"{__name__}.process_user_actions")(process_user_actions)
-    app.agent(topics.items, name=f"{__name__}.store_items")(store_items)
+    # An agent that fails outside the per-message handling (a dead letter) must not be
+    # restarted in place, as Faust's default supervisor does: the new actor goes on after the
+    # failed batch, a user's later event raises ``applied_offset`` past that batch's events,
+    # and a replay would skip them. CrashingSupervisor stops the worker with a non-zero exit
+    # instead; restarted by its supervisor, it resumes from the last committed offset.
+    for topic, agent in ((topics.user_actions, process_user_actions), (topics.items, store_items)):
+        app.agent(
+            topic, name=f"{__name__}.{agent.__name__}", supervisor_strategy=CrashingSupervisor
+        )(agent)
