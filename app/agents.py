@@ -6,7 +6,8 @@ record per user instead of one per event. Faust acks a batch's events only after
 and flushes the producer (changelog records, re-keyed copies, dead letters) before it commits
 an offset, so a committed offset never passes an event whose records Kafka has not
 acknowledged. A batch that fails is never committed, and the worker stops rather than go on
-past it (:func:`never_commit`, ``CrashingSupervisor``). The ALS work is batched by the refresher, off the event loop.
+past it (:func:`never_commit`, ``CrashingSupervisor``). The ALS work is batched by the
+refresher, off the event loop.
 """
 
 from __future__ import annotations
