@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 from faust.streams import current_event
 from faust.types import TP, ChannelT, EventT
+from faust.types.tuples import ConsumerMessage
 from prometheus_client import REGISTRY
 
 from app import agents
@@ -479,6 +480,29 @@ def test_nothing_is_waiting_at_the_highwater_or_before_a_partitions_first_fetch(
     highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 5}  # 2: never fetched
 
     assert not agents.more_waiting(batch, highwaters.get)
+
+
+def test_a_failed_batchs_messages_are_never_acked_to_the_consumer_so_no_commit_passes_them():
+    acked: list[int] = []
+    consumer = types.SimpleNamespace(ack=lambda message: acked.append(message.offset) or True)
+    messages = [
+        ConsumerMessage("user-actions", 0, offset, 0.0, 0, None, b"u1", b"{}", None)
+        for offset in (10, 11)
+    ]
+
+    agents.never_commit([types.SimpleNamespace(message=message) for message in messages])
+
+    assert [message.ack(consumer) for message in messages] == [False, False]
+    assert acked == []
+
+
+def test_a_message_of_a_batch_that_was_applied_is_acked_to_the_consumer():
+    acked: list[int] = []
+    consumer = types.SimpleNamespace(ack=lambda message: acked.append(message.offset) or True)
+    message = ConsumerMessage("user-actions", 0, 10, 0.0, 0, None, b"u1", b"{}", None)
+
+    assert message.ack(consumer)
+    assert acked == [10]
 
 
 async def test_an_impression_counts_a_showing_re_ranks_the_user_and_counts_once(worker):
