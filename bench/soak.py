@@ -96,7 +96,7 @@ async def soak(url: str, prefix: str, worker_pid: int, args: argparse.Namespace)
                 asyncio.create_task(
                     timed_reads(http, url, users, args.read_rate / args.readers, stop, seed, reads)
                 )
-                for seed in range(args.readers)
+                for seed in range(args.readers if args.read_rate > 0 else 0)
             ),
         ]
         started = time.monotonic()
@@ -171,7 +171,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--rate", type=int, default=1000, help="events per second")
-    parser.add_argument("--read-rate", type=float, default=500.0, help="reads per second")
+    parser.add_argument(
+        "--read-rate", type=float, default=500.0, help="reads per second (0: no readers)"
+    )
     parser.add_argument("--readers", type=int, default=10, help="concurrent readers")
     parser.add_argument("--probe-rate", type=float, default=5.0, help="freshness probes a second")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
