@@ -215,11 +215,11 @@ class EventProcessor:
         return key
 
 
-def more_waiting(events: Sequence[EventT], highwater: Callable[[TP], int | None]) -> bool:
-    """Whether Kafka holds records after this batch in any of its partitions: ``highwater`` is
-    the consumer's last known next offset of a partition (None before its first fetch)."""
+def records_waiting(events: Sequence[EventT], highwater: Callable[[TP], int | None]) -> int:
+    """How many records Kafka holds after this batch in its partitions: ``highwater`` is the
+    consumer's last known next offset of a partition (None before its first fetch)."""
     last = {event.message.tp: event.message.offset for event in events}
-    return any((highwater(tp) or 0) > offset + 1 for tp, offset in last.items())
+    return sum(max((highwater(tp) or 0) - offset - 1, 0) for tp, offset in last.items())
 
 
 def never_commit(events: Sequence[EventT]) -> None:
@@ -253,7 +253,7 @@ def add_agents(product: Product) -> None:
             except Exception:
                 never_commit(events)
                 raise
-            product.refresher.batch_applied(behind=more_waiting(events, highwater))
+            product.refresher.batch_applied(waiting=records_waiting(events, highwater))
 
     async def store_items(stream: StreamT) -> None:
         """Catalogue records from ``items`` (via POST /items or any producer) go to Redis."""

@@ -15,6 +15,8 @@ catches up first, and a user touched again while waiting is re-ranked once, not 
 Faust fills a batch in the background, between turns of the loop; yielding only when a whole
 batch waited let slices run while the next one filled, and at 1,000 events/s the stream fell
 behind (freshness p50 1.7 s against 48 ms when any waiting event holds the slices back).
+While a whole batch or more waits (a backlog: a restart, a replay, a burst), ticks also start
+at most every ``BACKLOG_TICK`` seconds.
 Decoding and indexing a new model, which are rare and mostly numpy and hnswlib, stay on the
 solver thread.
 
@@ -61,6 +63,12 @@ REFRESH_BUDGET = 0.05
 batch after every slice instead made a tick's wait grow with its users: in the 30-minute soak
 at 1,000 events/s, ticks of about 1,500 users waited for some 47 batches, and freshness p99
 went from 90 ms to 1.6 s at minute 7 and never came back."""
+BACKLOG_TICK = 0.5
+"""Seconds from the start of one tick to the next while a backlog (a whole batch,
+``batch_events``, or more) waits in Kafka. Ticking at once, a worker draining a backlog ticked
+about once per 110 events, and a tick's fixed cost (the popularity flush, the trending read,
+one Redis pipeline) took about 9% of its loop (py-spy); every event is late by then, and the
+table state, which is what survives a crash, catches up first."""
 STREAM_WAIT = 0.5
 """Seconds a slice of lists waits for the stream's next batch while the stream is behind; a
 stream that has nothing more in that time is no longer behind."""
@@ -111,6 +119,7 @@ class ListRefresher:
         self.catalogue = CatalogueSnapshot()
         self.live = metrics.LiveHitRate()
         self._touched: dict[str, UserHistory] = {}
+        self._changed: dict[str, UserState] = {}
         self._since: dict[str, float] = {}
         self._stale: dict[str, None] = {}
         self._erased: set[str] = set()
@@ -119,6 +128,8 @@ class ListRefresher:
         self._write_lock = asyncio.Lock()
         self._work_waiting = asyncio.Event()
         self._stream_behind = False
+        self._backlog = False
+        self._tick_started = 0.0
         self._batch_applied = asyncio.Event()
         self._stream_turn = time.monotonic()  # when the stream last applied a batch
 
@@ -129,6 +140,7 @@ class ListRefresher:
     @property
     def touched(self) -> Mapping[str, UserHistory]:
         """The users whose lists the next tick rewrites, with what the policy reads of them."""
+        self._settle()
         return self._touched
 
     def record(
@@ -171,13 +183,24 @@ class ListRefresher:
         return history(state, self.settings.impression_limit)
 
     def touch(self, user_id: str, state: UserState) -> None:
-        """The user's state changed: rank them on the next tick, from this state."""
-        self._touched[user_id] = self.history(state)
+        """The user's state changed: rank them on the next tick, from this state.
+
+        The state is held until the stream's batch is applied and only then read into a
+        history, once per user and batch rather than once per event (a history copies the
+        user's weights); a batch is bounded, so few table records are held at a time."""
+        self._changed[user_id] = state
         self._work_waiting.set()
+
+    def _settle(self) -> None:
+        """Read the states changed since the last call into the histories the ticks rank."""
+        for user_id, state in self._changed.items():
+            self._touched[user_id] = self.history(state)
+        self._changed.clear()
 
     def forget(self, user_id: str) -> None:
         """An erased user: nothing held of them is ranked, no list is written for them, and
         their cached list is deleted on the next tick (after any write already under way)."""
+        self._changed.pop(user_id, None)
         self._touched.pop(user_id, None)
         self._since.pop(user_id, None)
         self._stale.pop(user_id, None)
@@ -185,9 +208,11 @@ class ListRefresher:
         self._erased.add(user_id)
         self._work_waiting.set()
 
-    def batch_applied(self, behind: bool) -> None:
-        """The stream applied a batch; ``behind`` when more events wait in Kafka."""
-        self._stream_behind = behind
+    def batch_applied(self, waiting: int) -> None:
+        """The stream applied a batch, after which ``waiting`` records wait in Kafka."""
+        self._settle()
+        self._stream_behind = waiting > 0
+        self._backlog = waiting >= self.settings.batch_events
         self._stream_turn = time.monotonic()
         self._batch_applied.set()
 
@@ -215,15 +240,19 @@ class ListRefresher:
             self._stale[user_id] = None
 
     async def refresh_continuously(self) -> None:
-        """Tick whenever a user was touched since the last tick, at once; otherwise every
-        ``fold_in_interval`` seconds (for stale lists). A tick Redis fails is retried after
-        ``fold_in_interval``, with its work kept."""
+        """Tick whenever a user was touched since the last tick, at once (during a backlog,
+        ``BACKLOG_TICK`` after the last tick began); otherwise every ``fold_in_interval``
+        seconds (for stale lists). A tick Redis fails is retried after ``fold_in_interval``,
+        with its work kept."""
         interval = self.settings.fold_in_interval
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._work_waiting.wait()
+            if self._backlog:
+                await asyncio.sleep(self._tick_started + BACKLOG_TICK - time.monotonic())
             self._work_waiting.clear()
+            self._tick_started = time.monotonic()
             try:
                 await self.tick()
             except (RedisError, OSError) as error:
@@ -238,6 +267,7 @@ class ListRefresher:
         """
         popularity = self._popularity
         self._popularity = accumulators(popularity)
+        self._settle()
         users = self._take_touched(MAX_TICK_USERS)
         since = {user_id: self._since.pop(user_id) for user_id in users if user_id in self._since}
         for user_id in list(islice(self._stale, self.settings.refresh_batch)):

@@ -468,18 +468,18 @@ def batch_at(*positions: tuple[int, int]) -> list[Any]:
     ]
 
 
-def test_more_is_waiting_when_a_partition_has_records_after_the_batchs_last_event():
+def test_the_records_waiting_are_those_after_each_partitions_last_event_of_the_batch():
     batch = batch_at((0, 10), (1, 4), (0, 11))
-    highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 6}
+    highwaters = {TP("user-actions", 0): 15, TP("user-actions", 1): 6}
 
-    assert agents.more_waiting(batch, highwaters.get)
+    assert agents.records_waiting(batch, highwaters.get) == 3 + 1
 
 
 def test_nothing_is_waiting_at_the_highwater_or_before_a_partitions_first_fetch():
     batch = batch_at((0, 10), (1, 4), (0, 11), (2, 7))
     highwaters = {TP("user-actions", 0): 12, TP("user-actions", 1): 5}  # 2: never fetched
 
-    assert not agents.more_waiting(batch, highwaters.get)
+    assert agents.records_waiting(batch, highwaters.get) == 0
 
 
 def test_a_failed_batchs_messages_are_never_acked_to_the_consumer_so_no_commit_passes_them():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 import types
 from collections.abc import Iterator
@@ -254,9 +255,9 @@ async def test_while_the_stream_is_behind_a_slice_past_the_budget_waits_for_its_
             for _ in range(3):
                 await asyncio.sleep(0)
             order.append("batch")
-            refresher.batch_applied(behind=True)
+            refresher.batch_applied(waiting=1)
 
-    refresher.batch_applied(behind=True)
+    refresher.batch_applied(waiting=1)
     batches = asyncio.create_task(stream())
     try:
         await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
@@ -273,7 +274,7 @@ async def test_within_the_budget_slices_do_not_wait_for_a_stream_that_is_behind(
     refresher = refresher_writing_to(WrittenLists(), users, refresh_slice=2)
     refresher.model = model
     order = slices_logged(refresher)
-    refresher.batch_applied(behind=True)  # and no batch comes while the lists are computed
+    refresher.batch_applied(waiting=1)  # and no batch comes while the lists are computed
     started = time.monotonic()
     try:
         await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
@@ -291,7 +292,7 @@ async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model
     written = WrittenLists()
     refresher = refresher_writing_to(written, users, refresh_slice=1)
     refresher.model = model
-    refresher.batch_applied(behind=True)  # more was waiting, and then nothing came
+    refresher.batch_applied(waiting=1)  # more was waiting, and then nothing came
     started = time.monotonic()
     try:
         await refresher.refresh({user: refresher.history(state) for user, state in users.items()})
@@ -300,6 +301,46 @@ async def test_a_stream_with_nothing_more_to_apply_is_no_longer_waited_for(model
 
     assert time.monotonic() - started < 0.4  # one wait, not one per slice (0.8 s)
     assert sorted(written.written) == sorted(users)
+
+
+async def tick_times(waiting: int, seconds: float) -> list[float]:
+    """When the refresher's ticks start while a user is touched every 10 ms for ``seconds``,
+    the stream having left ``waiting`` records in Kafka after its last batch (of 10)."""
+    refresher = refresher_writing_to(WrittenLists(), {}, batch_events=10)
+    started: list[float] = []
+
+    async def tick() -> None:
+        started.append(time.monotonic())
+
+    refresher.tick = tick
+    refresher.batch_applied(waiting=waiting)
+    ticking = asyncio.create_task(refresher.refresh_continuously())
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            refresher.touch("u", state_of("a"))
+            await asyncio.sleep(0.01)
+    finally:
+        ticking.cancel()
+        refresher.close()
+    return started
+
+
+async def test_while_a_backlog_waits_in_kafka_ticks_start_backlog_tick_apart(monkeypatch):
+    monkeypatch.setattr("app.refresher.BACKLOG_TICK", 0.2)
+
+    started = await tick_times(waiting=10, seconds=0.7)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert 3 <= len(started) <= 4 and min(gaps) >= 0.19
+
+
+async def test_with_less_than_a_batch_waiting_a_touched_user_is_ticked_at_once(monkeypatch):
+    monkeypatch.setattr("app.refresher.BACKLOG_TICK", 0.2)
+
+    started = await tick_times(waiting=9, seconds=0.7)
+
+    assert len(started) >= 20  # about one per touch, 10 ms apart
 
 
 async def test_a_tick_rewrites_the_users_touched_longest_ago_and_leaves_the_rest(
