@@ -127,8 +127,7 @@ class ListRefresher:
         self._solver = ThreadPoolExecutor(1, thread_name_prefix="fold-in")
         self._write_lock = asyncio.Lock()
         self._work_waiting = asyncio.Event()
-        self._stream_behind = False
-        self._backlog = False
+        self._records_waiting = 0  # in Kafka after the stream's last batch
         self._tick_started = 0.0
         self._batch_applied = asyncio.Event()
         self._stream_turn = time.monotonic()  # when the stream last applied a batch
@@ -211,8 +210,7 @@ class ListRefresher:
     def batch_applied(self, waiting: int) -> None:
         """The stream applied a batch, after which ``waiting`` records wait in Kafka."""
         self._settle()
-        self._stream_behind = waiting > 0
-        self._backlog = waiting >= self.settings.batch_events
+        self._records_waiting = waiting
         self._stream_turn = time.monotonic()
         self._batch_applied.set()
 
@@ -220,7 +218,7 @@ class ListRefresher:
         """Between two slices of lists: let the agent and the web views run, and while the
         stream is behind and has not applied a batch for ``REFRESH_BUDGET``, let it apply its
         next batch first."""
-        if not self._stream_behind or time.monotonic() - self._stream_turn < REFRESH_BUDGET:
+        if not self._records_waiting or time.monotonic() - self._stream_turn < REFRESH_BUDGET:
             await asyncio.sleep(0)
             return
         self._batch_applied.clear()
@@ -228,7 +226,7 @@ class ListRefresher:
             async with asyncio.timeout(STREAM_WAIT):
                 await self._batch_applied.wait()
         except TimeoutError:
-            self._stream_behind = False
+            self._records_waiting = 0
 
     def mark_stale(self, user_id: str) -> None:
         """A served list came from an older model: re-rank it on a coming tick.
@@ -249,7 +247,7 @@ class ListRefresher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._work_waiting.wait()
-            if self._backlog:
+            if self._records_waiting >= self.settings.batch_events:
                 await asyncio.sleep(self._tick_started + BACKLOG_TICK - time.monotonic())
             self._work_waiting.clear()
             self._tick_started = time.monotonic()
