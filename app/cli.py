@@ -127,11 +127,12 @@ async def retrain(self: ProductCommand, wait: bool, max_wait: float) -> None:
     deadline = time.monotonic() + max_wait
     with Progress().bar("ALS fit", unit="iteration") as bar:
         while time.monotonic() < deadline:
+            # The version first: a fit's last report lands before its model is published.
+            current = await models.current_version()
             fit = await models.fit_progress()
             if fit is not None and version_sequence(fit["version"]) > handed_out:
                 bar.total = fit["iterations"]
                 bar.update(fit["iteration"] - bar.n)  # n stays 0 on a disabled bar: display only
-                current = await models.current_version()
                 if current is not None and version_sequence(current) >= version_sequence(
                     fit["version"]
                 ):

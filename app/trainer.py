@@ -196,10 +196,12 @@ class Trainer:
         await self._report_fit(version, 0, params.iterations)
 
         def progress(iteration: int, seconds: float) -> None:
+            """Report from the fit's thread and wait for it: reports land in order, and the
+            last one before the model is published."""
             log.info("fit iteration %d/%d (%.2f s)", iteration + 1, params.iterations, seconds)
             asyncio.run_coroutine_threadsafe(
                 self._report_fit(version, iteration + 1, params.iterations), loop
-            )
+            ).result()
 
         item_ids, matrix = await asyncio.to_thread(snapshot.to_csr)
         row_users = snapshot.row_user_ids()
