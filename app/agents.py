@@ -152,8 +152,13 @@ class EventProcessor:
         return key
 
     def _state(self, key: bytes, states: dict[bytes, UserState | None]) -> UserState:
-        """The user's state as this batch has it so far: folded, else the table's, else new."""
-        return (states[key] if key in states else self.table.get(key)) or empty_state()
+        """The user's state as this batch has it so far: folded, else a copy of the table's,
+        else new. The batch owns it and folds its events into it in place; what the table
+        holds (and the changelog may still be encoding) is never changed."""
+        if key in states:
+            return states[key] or empty_state()
+        stored = self.table.get(key)
+        return empty_state() if stored is None else stored.copy()
 
     async def _fold(self, event: EventT, states: dict[bytes, UserState | None]) -> bytes | None:
         """Fold one message into ``states``; the user's key when the state is to be written."""
@@ -204,11 +209,11 @@ class EventProcessor:
             metrics.action_label(action.action, self.settings.action_weights)
         ).inc()
         if action.action == IMPRESSION:  # a showing: the list is re-ranked, nothing learnt
-            states[key] = state.with_impression(action, message.offset, origin)
+            states[key] = state.add_impression(action, message.offset, origin)
             self.refresher.touch(action.user_id, states[key])
             return key
         weight = self.settings.weight(action.action)
-        states[key] = state.with_action(
+        states[key] = state.add_action(
             action, weight, message.offset, origin, self.settings.max_items_per_user
         )
         self.refresher.record(action, weight, states[key], message.timestamp)

@@ -62,10 +62,22 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
     event_count: int = 0
     last_event_at: float = 0.0
     applied_offset: int = -1
-    forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
-    recent_event_ids: list[int] = []  # noqa: RUF012 - faust copies record defaults
-    hidden: list[str] = []  # noqa: RUF012 - faust copies record defaults
-    impressions: dict[str, int] = {}  # noqa: RUF012 - faust copies record defaults
+    forwarded_offsets: dict[str, int] = {}  # noqa: RUF012 - see __post_init__
+    recent_event_ids: list[int] = []  # noqa: RUF012 - see __post_init__
+    hidden: list[str] = []  # noqa: RUF012 - see __post_init__
+    impressions: dict[str, int] = {}  # noqa: RUF012 - see __post_init__
+
+    def __post_init__(self) -> None:
+        """Faust gives every record built without a container field the same default object,
+        and a state is changed in place (:meth:`add_action`): each empty one gets its own."""
+        if not self.forwarded_offsets:
+            self.forwarded_offsets = {}
+        if not self.recent_event_ids:
+            self.recent_event_ids = []
+        if not self.hidden:
+            self.hidden = []
+        if not self.impressions:
+            self.impressions = {}
 
     def has_applied(
         self, offset: int, origin: tuple[int, int] | None, event_id: str | None = None
@@ -92,14 +104,28 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
         origin: tuple[int, int] | None,
         max_items: int | None = None,
     ) -> UserState:
-        """A new state with one more event; the receiver is left unchanged.
+        """A new state with one more event (:meth:`add_action` on a copy); the receiver is left
+        unchanged."""
+        return self.copy().add_action(action, weight, offset, origin, max_items)
+
+    def add_action(
+        self,
+        action: UserAction,
+        weight: float,
+        offset: int,
+        origin: tuple[int, int] | None,
+        max_items: int | None = None,
+    ) -> UserState:
+        """Fold one more event into this state in place and return it: for a state its caller
+        owns, such as the worker's batch copy of a user, so that a user's tenth event in a
+        batch does not copy their items a tenth time.
 
         The item's weight accumulates by :func:`app.actions.summed_weight`, and the item's
         impressions are forgotten: the user reacted to it. With ``max_items`` set and
         exceeded, the least recently used items are dropped (ties: the lower weight, then the
         smaller id), so the same events always leave the same items.
         """
-        items = dict(self.items)
+        items = self.items
         previous = items.get(action.item_id)
         seconds = whole_seconds(action.timestamp)
         if previous is None:
@@ -113,30 +139,28 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
         if max_items is not None and len(items) > max_items:
             for item_id in _least_recent(items, len(items) - max_items):
                 del items[item_id]
-        impressions = self.impressions
-        if action.item_id in impressions:
-            impressions = {k: v for k, v in impressions.items() if k != action.item_id}
-        return self._replace(
-            action,
-            offset,
-            origin,
-            items=items,
-            event_count=self.event_count + 1,
-            last_event_at=max(self.last_event_at, action.timestamp),
-            impressions=impressions,
-        )
+        self.impressions.pop(action.item_id, None)
+        self.event_count += 1
+        self.last_event_at = max(self.last_event_at, action.timestamp)
+        return self._mark_applied(action, offset, origin)
 
     def with_impression(
         self, action: UserAction, offset: int, origin: tuple[int, int] | None
     ) -> UserState:
-        """A new state in which the item was shown once more (an ``impression``): its count
-        grows and it becomes the latest shown. The user's items and event count stay as they
-        are: a showing is not an interaction."""
-        impressions = {k: v for k, v in self.impressions.items() if k != action.item_id}
-        impressions[action.item_id] = self.impressions.get(action.item_id, 0) + 1
-        if len(impressions) > MAX_IMPRESSIONS:
-            impressions = dict(list(impressions.items())[-MAX_IMPRESSIONS:])
-        return self._replace(action, offset, origin, impressions=impressions)
+        """A new state with the item shown once more (:meth:`add_impression` on a copy)."""
+        return self.copy().add_impression(action, offset, origin)
+
+    def add_impression(
+        self, action: UserAction, offset: int, origin: tuple[int, int] | None
+    ) -> UserState:
+        """Count one more showing of the item (an ``impression``) in place and return this
+        state: its count grows and it becomes the latest shown. The user's items and event
+        count stay as they are: a showing is not an interaction."""
+        impressions = self.impressions
+        impressions[action.item_id] = impressions.pop(action.item_id, 0) + 1
+        for item_id in list(impressions)[: max(len(impressions) - MAX_IMPRESSIONS, 0)]:
+            del impressions[item_id]
+        return self._mark_applied(action, offset, origin)
 
     def with_event(
         self,
@@ -151,29 +175,32 @@ class UserState(faust.Record, serializer=USER_STATE_CODEC, include_metadata=Fals
             return self.with_impression(action, offset, origin)
         return self.with_action(action, weight, offset, origin, max_items)
 
-    def _replace(
-        self, action: UserAction, offset: int, origin: tuple[int, int] | None, **fields: object
-    ) -> UserState:
-        """This state with ``fields`` replaced and ``action`` (at ``offset``) marked applied."""
-        forwarded = self.forwarded_offsets
-        if origin is not None:
-            forwarded = {**forwarded, str(origin[0]): origin[1]}
-        event_ids = self.recent_event_ids
-        if action.event_id is not None:
-            event_ids = [*event_ids[-(RECENT_EVENT_IDS - 1) :], event_id_hash(action.event_id)]
-        current = {
-            "items": self.items,
-            "event_count": self.event_count,
-            "last_event_at": self.last_event_at,
-            "hidden": self.hidden,
-            "impressions": self.impressions,
-        }
+    def copy(self) -> UserState:
+        """An equal state that shares no container it changes in place with this one (an
+        item's entry is replaced, never changed, so the entries are shared)."""
         return UserState(
-            **{**current, **fields},
-            applied_offset=offset,
-            forwarded_offsets=forwarded,
-            recent_event_ids=event_ids,
+            items=dict(self.items),
+            event_count=self.event_count,
+            last_event_at=self.last_event_at,
+            applied_offset=self.applied_offset,
+            forwarded_offsets=dict(self.forwarded_offsets),
+            recent_event_ids=list(self.recent_event_ids),
+            hidden=list(self.hidden),
+            impressions=dict(self.impressions),
         )
+
+    def _mark_applied(
+        self, action: UserAction, offset: int, origin: tuple[int, int] | None
+    ) -> UserState:
+        """Mark ``action`` (at ``offset``, re-keyed from ``origin``) applied, in place."""
+        self.applied_offset = offset
+        if origin is not None:
+            self.forwarded_offsets[str(origin[0])] = origin[1]
+        if action.event_id is not None:
+            event_ids = self.recent_event_ids
+            event_ids.append(event_id_hash(action.event_id))
+            del event_ids[: max(len(event_ids) - RECENT_EVENT_IDS, 0)]
+        return self
 
     def with_hidden(self, item_ids: Sequence[str], hidden: bool, offset: int) -> UserState:
         """A new state with these items hidden (or shown again), from the message at

@@ -318,6 +318,17 @@ async def test_a_batch_skips_the_redelivered_events_it_holds(batching_worker):
     assert state.items == {"i1": [6.0, 3, WHEN]}
 
 
+async def test_a_batch_folds_into_its_own_copy_and_leaves_the_state_the_table_held(worker):
+    await worker.deliver(action(), offset=1)
+    held = worker.state
+    as_held = held.to_representation()
+
+    await worker.deliver(action(item_id="i2", action="click", event_id="e-2"), offset=2)
+
+    assert held.to_representation() == as_held
+    assert worker.state is not held and worker.state.event_count == 2
+
+
 async def test_a_batch_reads_each_users_state_in_that_users_partition(batching_worker, monkeypatch):
     """Faust's RocksDB store reads the partition of the current event: while a batch is
     applied the stream has moved on, so each read must make its own event current."""

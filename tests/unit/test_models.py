@@ -32,6 +32,21 @@ def test_with_action_leaves_the_original_state_unchanged():
     assert state.items["a"][WEIGHT] == 1.0 and state.event_count == 1
 
 
+def test_add_action_folds_into_the_state_itself():
+    state = empty_state()
+    added = state.add_action(act("a"), 1.0, offset=3, origin=(1, 7))
+    assert added is state and state.weights() == {"a": 1.0}
+    assert (state.applied_offset, state.forwarded_offsets) == (3, {"1": 7})
+
+
+def test_states_built_without_containers_do_not_share_them():
+    one, other = empty_state(), UserState.loads(b'{"items": {}, "event_count": 0}')
+    one.add_action(UserAction("u", "a", "view", 100.0, "e-1"), 1.0, offset=0, origin=(2, 5))
+    one.add_impression(UserAction("u", "b", IMPRESSION, 100.0), offset=1, origin=None)
+    one.hidden.append("c")
+    assert other == empty_state() and empty_state() == UserState(items={})
+
+
 def test_an_offset_at_or_below_the_last_applied_one_was_already_counted():
     state = empty_state().with_action(act("a"), 1.0, offset=41, origin=None)
     assert state.has_applied(40, None) and state.has_applied(41, None)
